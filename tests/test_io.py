@@ -1,0 +1,199 @@
+"""Round trips for every format open_volume reads, and the errors it gives for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import dask.array as da
+import h5py
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import tifffile
+import zarr
+
+from napari_emseg.io import VolumeError, open_volume, split_uri, write_volume
+
+from .conftest import write_n5
+
+VOL = (np.arange(6 * 20 * 24) % 251).astype(np.uint8).reshape(6, 20, 24)
+
+
+def check(vol, expected=VOL, vs=None):
+    assert isinstance(vol.data, da.Array), "open_volume must return a lazy dask array"
+    np.testing.assert_array_equal(vol.data.compute(), expected)
+    if vs is not None:
+        np.testing.assert_allclose(vol.voxel_size, vs, rtol=1e-6)
+        assert vol.voxel_size_known
+
+
+def test_multipage_tiff_with_imagej_voxel_size(tmp_path):
+    p = tmp_path / "stack.tif"
+    tifffile.imwrite(p, VOL, imagej=True, resolution=(1 / 0.008, 1 / 0.008),
+                     metadata={"spacing": 0.04, "unit": "um", "axes": "ZYX"})
+    check(open_volume(p), vs=(40, 8, 8))
+
+
+def test_folder_of_tiff_and_png_slices(tmp_path):
+    for suffix, writer in ((".tif", tifffile.imwrite), (".png", iio.imwrite)):
+        folder = tmp_path / suffix[1:]
+        folder.mkdir()
+        for z in range(VOL.shape[0]):  # natural order: 2 < 10
+            writer(folder / f"slice_{z * 5}{suffix}", VOL[z])
+        vol = open_volume(folder)
+        check(vol)
+        assert vol.data.chunks[0] == (1,) * VOL.shape[0]  # one slice per chunk: lazy
+
+
+@pytest.mark.parametrize("fmt", [2, 3])
+def test_zarr_v2_and_v3(tmp_path, fmt):
+    p = tmp_path / f"v{fmt}.zarr"
+    a = zarr.create_array(str(p), shape=VOL.shape, chunks=(2, 10, 12), dtype=VOL.dtype, zarr_format=fmt)
+    a[:] = VOL
+    a.attrs["resolution"] = [30, 4, 4]
+    vol = open_volume(p)
+    check(vol, vs=(30, 4, 4))
+    assert vol.data.chunks[0][0] == 2
+
+
+def test_zarr_dataset_in_group_by_colon_and_path(tmp_path):
+    g = zarr.open_group(str(tmp_path / "c.zarr"), mode="w")
+    g.create_array("volumes/raw", shape=VOL.shape, dtype=VOL.dtype)[:] = VOL
+    g.create_array("volumes/other", shape=(2, 2), dtype="f4")
+    check(open_volume(f"{tmp_path}/c.zarr:volumes/raw"))
+    with pytest.raises(VolumeError, match="NAME"):
+        open_volume(tmp_path / "c.zarr")
+
+
+def test_ome_zarr_level0_and_scale(tmp_path):
+    p = tmp_path / "img.ome.zarr"
+    g = zarr.open_group(str(p), mode="w", zarr_format=2)
+    g.create_array("0", shape=(1, 1, *VOL.shape), dtype=VOL.dtype)[:] = VOL[None, None]
+    g.create_array("1", shape=(1, 1, 6, 10, 12), dtype=VOL.dtype)
+    g.attrs["multiscales"] = [{
+        "version": "0.4",
+        "axes": [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"},
+                 {"name": "z", "type": "space", "unit": "micrometer"},
+                 {"name": "y", "type": "space", "unit": "micrometer"},
+                 {"name": "x", "type": "space", "unit": "micrometer"}],
+        "datasets": [
+            {"path": "0", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 0.05, 0.005, 0.005]}]},
+            {"path": "1", "coordinateTransformations": [{"type": "scale", "scale": [1, 1, 0.05, 0.01, 0.01]}]},
+        ],
+    }]
+    check(open_volume(p), vs=(50, 5, 5))
+
+
+def test_n5_with_resolution_in_xyz(tmp_path):
+    data = (np.arange(5 * 7 * 9) % 1000).astype(np.uint16).reshape(5, 7, 9)
+    write_n5(tmp_path / "vol.n5", "raw", data, block=(2, 4, 4), attrs={"resolution": [4, 4, 40]})
+    check(open_volume(f"{tmp_path}/vol.n5:raw"), expected=data, vs=(40, 4, 4))
+
+
+def test_hdf5_named_and_single_dataset(tmp_path):
+    one = tmp_path / "one.h5"
+    with h5py.File(one, "w") as f:
+        d = f.create_dataset("volumes/raw", data=VOL, chunks=(2, 10, 12))
+        d.attrs["resolution"] = [40, 8, 8]
+    check(open_volume(one), vs=(40, 8, 8))
+    check(open_volume(f"{one}:volumes/raw"), vs=(40, 8, 8))
+    two = tmp_path / "two.h5"
+    with h5py.File(two, "w") as f:
+        f["a"] = VOL
+        f["b"] = VOL
+    with pytest.raises(VolumeError, match=r"2 datasets.*:DATASET"):
+        open_volume(two)
+    with pytest.raises(VolumeError, match="no dataset 'c'"):
+        open_volume(f"{two}:c")
+
+
+def test_npy_is_memory_mapped(tmp_path):
+    p = tmp_path / "v.npy"
+    np.save(p, VOL)
+    check(open_volume(p, voxel_size=(30, 6, 6)), vs=(30, 6, 6))
+
+
+def test_2d_image_is_one_slice_volume(tmp_path):
+    p = tmp_path / "img.png"
+    iio.imwrite(p, VOL[0])
+    vol = open_volume(p)
+    assert vol.data.shape == (1, 20, 24)
+    assert not vol.voxel_size_known
+
+
+def test_missing_file_names_the_path(tmp_path):
+    with pytest.raises(VolumeError, match=r"nope\.tif: no such file"):
+        open_volume(tmp_path / "nope.tif")
+
+
+def test_rgb_asks_for_a_channel(tmp_path):
+    p = tmp_path / "rgb.tif"
+    rgb = np.stack([VOL[0], VOL[0] // 2, VOL[0] // 3], -1)
+    tifffile.imwrite(p, rgb, photometric="rgb")
+    with pytest.raises(VolumeError, match=r"3 channels.*channel=0\.\.2"):
+        open_volume(p)
+    np.testing.assert_array_equal(open_volume(p, channel=1).data[0].compute(), VOL[0] // 2)
+
+
+def test_4d_multichannel_asks_for_a_channel(tmp_path):
+    p = tmp_path / "mc.npy"
+    np.save(p, np.stack([VOL, VOL], 1))  # z, c, y, x
+    with pytest.raises(VolumeError, match="2 channels"):
+        open_volume(p)
+    check(open_volume(p, channel=0))
+
+
+def test_too_many_dimensions(tmp_path):
+    p = tmp_path / "5d.npy"
+    np.save(p, np.zeros((2, 3, 6, 5, 5), np.uint8))
+    with pytest.raises(VolumeError, match="dimensions"):
+        open_volume(p)
+
+
+def test_non_numeric_and_empty(tmp_path):
+    p = tmp_path / "s.npy"
+    np.save(p, np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(VolumeError, match="not numeric"):
+        open_volume(p)
+    e = tmp_path / "e.zarr"
+    zarr.create_array(str(e), shape=(0, 5, 5), dtype="u1")
+    with pytest.raises(VolumeError, match="empty"):
+        open_volume(e)
+
+
+def test_unreadable_file(tmp_path):
+    p = tmp_path / "broken.tif"
+    p.write_bytes(b"this is not a tiff")
+    with pytest.raises(VolumeError, match="broken.tif: cannot read"):
+        open_volume(p)
+
+
+def test_write_volume_streams_chunks_and_is_atomic(tmp_path):
+    big = da.random.randint(0, 255, size=(8, 64, 64), chunks=(2, 32, 32)).astype(np.uint8)
+    out = tmp_path / "o.zarr"
+    write_volume(out, big, voxel_size=(40, 8, 8), chunks=(4, 32, 32), attrs={"note": "x"})
+    vol = open_volume(out)
+    np.testing.assert_array_equal(vol.data.compute(), big.compute())
+    assert vol.voxel_size == (40, 8, 8)
+    assert json.loads((out / ".zattrs").read_text())["note"] == "x"
+    # a failing source leaves the previous good output in place and no partial folders
+    def boom(block):
+        raise RuntimeError("disk on fire")
+
+    bad = big.map_blocks(boom, dtype=np.uint8)
+    with pytest.raises(RuntimeError):
+        write_volume(out, bad)
+    np.testing.assert_array_equal(open_volume(out).data.compute(), big.compute())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.zarr"]
+
+
+def test_write_volume_into_a_group(tmp_path):
+    write_volume(tmp_path / "seg.zarr/labels", np.ones((2, 4, 4), np.uint32))
+    write_volume(tmp_path / "seg.zarr/probs", np.zeros((2, 4, 4), np.float32))
+    check(open_volume(f"{tmp_path}/seg.zarr:labels"), expected=np.ones((2, 4, 4), np.uint32))
+
+
+def test_split_uri():
+    assert split_uri("a/b.h5:raw") == ("a/b.h5", "raw")
+    assert split_uri("x.zarr:volumes/raw") == ("x.zarr", "volumes/raw")
+    assert split_uri("plain.tif") == ("plain.tif", None)

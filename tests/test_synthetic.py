@@ -1,0 +1,55 @@
+"""The synthetic EM generator: deterministic, and plausible to someone who knows EM."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_emseg.data.synthetic import make_synthetic_em
+
+
+def test_deterministic():
+    a = make_synthetic_em(shape=(6, 64, 64), seed=3)
+    b = make_synthetic_em(shape=(6, 64, 64), seed=3)
+    c = make_synthetic_em(shape=(6, 64, 64), seed=4)
+    np.testing.assert_array_equal(a.raw, b.raw)
+    np.testing.assert_array_equal(a.neurons, b.neurons)
+    np.testing.assert_array_equal(a.mitochondria, b.mitochondria)
+    assert not np.array_equal(a.raw, c.raw)
+
+
+def test_types_and_shapes(tiny_em):
+    assert tiny_em.raw.dtype == np.uint8 and tiny_em.raw.shape == (12, 96, 96)
+    assert tiny_em.neurons.dtype == np.uint32 and tiny_em.mitochondria.dtype == np.uint32
+    assert tiny_em.voxel_size[0] > tiny_em.voxel_size[1]  # anisotropic z
+    assert tiny_em.neurons.min() >= 1  # dense neuron labels
+    assert 5 <= len(np.unique(tiny_em.neurons)) <= 200
+
+
+def test_membranes_darker_than_cytoplasm_and_mitochondria_dark(tiny_em):
+    raw = tiny_em.raw.astype(float)
+    mem = tiny_em.membranes
+    mito = tiny_em.mitochondria > 0
+    cyto = ~mem & ~mito
+    assert raw[mem].mean() < raw[cyto].mean() - 40
+    assert mito.any()
+    assert raw[mito].mean() < raw[cyto].mean() - 30
+
+
+def test_mitochondria_lie_inside_single_neurons(tiny_em):
+    for mid in np.unique(tiny_em.mitochondria)[1:]:
+        hosts = np.unique(tiny_em.neurons[tiny_em.mitochondria == mid])
+        assert len(hosts) == 1, f"mitochondrion {mid} spans neurons {hosts}"
+        assert not (tiny_em.membranes & (tiny_em.mitochondria == mid)).any()
+
+
+def test_each_neuron_is_one_connected_object(tiny_em):
+    for nid in np.unique(tiny_em.neurons)[:30]:
+        _, n = ndi.label(tiny_em.neurons == nid)
+        assert n == 1
+
+
+def test_neurons_continue_through_z():
+    em = make_synthetic_em(shape=(16, 96, 96), seed=1)
+    spans = [np.ptp(np.nonzero(em.neurons == i)[0]) for i in np.unique(em.neurons)]
+    assert np.median(spans) >= 4  # neurites are 3D objects, not per-slice cells
