@@ -1,0 +1,45 @@
+"""Small pieces shared by the architectures: input checks and normalisation names."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .errors import InputShapeError
+
+
+def check_input(
+    x: torch.Tensor,
+    *,
+    in_channels: int,
+    multiple: Sequence[int],
+    name: str,
+) -> None:
+    """Raise :class:`InputShapeError` unless ``x`` is ``(B, C, *spatial)`` with ``C == in_channels``
+    and every spatial size a positive multiple of ``multiple`` (one entry per spatial axis)."""
+    nd = len(multiple)
+    if x.ndim != nd + 2:
+        axes = "(B, C, Z, Y, X)" if nd == 3 else "(B, C, Y, X)"
+        raise InputShapeError(f"{name}: expected a {nd + 2}-D tensor {axes}, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_channels:
+        raise InputShapeError(
+            f"{name}: built for {in_channels} input channel(s), got {x.shape[1]} "
+            f"(tensor shape {tuple(x.shape)}); give the model data with {in_channels} channel(s)"
+        )
+    spatial = tuple(int(s) for s in x.shape[2:])
+    if any(s <= 0 or s % m for s, m in zip(spatial, multiple)):
+        fixed = tuple(max(m, -(-s // m) * m) for s, m in zip(spatial, multiple))
+        raise InputShapeError(
+            f"{name}: spatial size {spatial} is not a multiple of {tuple(multiple)}; "
+            f"pad or crop the input, e.g. to {fixed}"
+        )
+
+
+def norm_name(norm: str) -> str | tuple:
+    """MONAI's name for a normalisation layer: ``"instance"`` (affine) or ``"batch"``."""
+    if norm == "instance":
+        return ("instance", {"affine": True})
+    if norm == "batch":
+        return "batch"
+    raise ValueError(f"norm {norm!r}: choose 'instance' or 'batch'")
