@@ -218,7 +218,7 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], scale: tuple
     out = np.empty(shape, np.float32)
     for idx in np.ndindex(*shape[:-3]):
         white = rng.standard_normal(spatial, dtype=np.float32)
-        field = np.fft.irfftn(np.fft.rfftn(white) * gain, s=spatial).astype(np.float32)
+        field = np.fft.irfftn(np.fft.rfftn(white) * gain, s=spatial, axes=(0, 1, 2)).astype(np.float32)
         out[idx] = field / (2.5 * field.std() + 1e-12)
     return np.clip(out, -1, 1)
 

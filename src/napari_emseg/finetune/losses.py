@@ -64,16 +64,20 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
     if kind in ("affinities", "boundaries"):
         bce = masked_bce(logits, target, mask)
         dice = masked_dice(torch.sigmoid(logits), target, mask)
-        return bce + dice, {"bce": float(bce), "dice": float(dice)}
+        return bce + dice, {"bce": _f(bce), "dice": _f(dice)}
     if kind == "bcd":
         bc_l, bc_t, bc_m = logits[:, :2], target[:, :2], mask[:, :2]
         bce = masked_bce(bc_l, bc_t, bc_m)
         dice = masked_dice(torch.sigmoid(bc_l), bc_t, bc_m)
         mse = masked_mse(torch.sigmoid(logits[:, 2:3]), target[:, 2:3], mask[:, 2:3])
-        return bce + dice + mse, {"bce": float(bce), "dice": float(dice), "dist_mse": float(mse)}
+        return bce + dice + mse, {"bce": _f(bce), "dice": _f(dice), "dist_mse": _f(mse)}
     if kind == "semantic":
         ce = masked_cross_entropy(logits, target, mask)
         onehot = F.one_hot(target[:, 0].long(), logits.shape[1]).movedim(-1, 1).float()
         dice = masked_dice(torch.softmax(logits, 1), onehot, mask.expand_as(onehot))
-        return ce + dice, {"ce": float(ce), "dice": float(dice)}
+        return ce + dice, {"ce": _f(ce), "dice": _f(dice)}
     raise ValueError(f"unknown target kind {kind!r}")
+
+
+def _f(t: torch.Tensor) -> float:
+    return float(t.detach())
