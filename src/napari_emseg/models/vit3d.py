@@ -114,6 +114,8 @@ class ViT(nn.Module):
                              use_flash_attention=True)
             for _ in range(depth)
         )
+        for blk in self.blocks:  # MONAI builds this norm even without cross-attention: an unused
+            blk.norm_cross_attn = nn.Identity()  # parameter would break DistributedDataParallel
         self.norm = nn.LayerNorm(embed_dim)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._init_weights()
