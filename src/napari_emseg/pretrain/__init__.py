@@ -1,0 +1,54 @@
+"""Self-supervised pretraining (MAE-3D, MS-Con, RETINA) and the training loop fine-tuning shares.
+
+Importing this package is light (no torch); names resolve on first use::
+
+    from napari_emseg.pretrain import TrainConfig, train, pretrain, default_job
+
+* :mod:`.trainer` -- :class:`TrainConfig`, :func:`train` (the shared loop), :class:`TrainResult`;
+* :mod:`.methods` -- :func:`pretrain` (one call per run), :func:`default_job`, :func:`load_job`;
+* :mod:`.mae3d`, :mod:`.mscon`, :mod:`.retina` -- the objectives and their job configs;
+* :mod:`.state` -- training checkpoints (resume); :mod:`.distributed` -- torchrun/DDP helpers.
+
+See ``docs/pretraining.md``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "TrainConfig": "trainer",
+    "TrainResult": "trainer",
+    "TrainingError": "trainer",
+    "train": "trainer",
+    "build_optimizer": "trainer",
+    "lr_factor": "trainer",
+    "pretrain": "methods",
+    "PretrainResult": "methods",
+    "default_job": "methods",
+    "load_job": "methods",
+    "job_class": "methods",
+    "export_encoder": "methods",
+    "MAE3D": "mae3d",
+    "MAE3DConfig": "mae3d",
+    "MAE3DJob": "mae3d",
+    "MSCon": "mscon",
+    "MSConConfig": "mscon",
+    "MSConJob": "mscon",
+    "Retina": "retina",
+    "RetinaConfig": "retina",
+    "RetinaJob": "retina",
+    "CheckpointError": "state",
+    "latest_checkpoint": "state",
+    "load_training_checkpoint": "state",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_emseg.pretrain' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
