@@ -153,3 +153,17 @@ def test_build_model_checks_channels():
         build_model(ModelConfig(arch="resunet"), head_info("bcd", in_channels=2))
     net = build_model(ModelConfig(arch="resunet", widths=(8, 16), in_channels=2), head_info("bcd", in_channels=2))
     assert net(torch.randn(1, 2, 1, 4, 4)).shape == (1, 3, 1, 4, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["unetr", "resunet", "transunet2d"])
+def test_models_run_on_cuda_under_autocast(arch):
+    from napari_emseg.device import autocast_dtype
+
+    net = build_model(TINY[arch], HEADS["affinities"]).cuda()
+    x = torch.randn(2, 1, *_odd_shape(net.info.input_multiple), device="cuda")
+    dtype = autocast_dtype(torch.device("cuda"))
+    with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        y = net(x)
+    assert y.shape == (2, 3, *x.shape[2:]) and torch.isfinite(y).all()
+    y.float().mean().backward()
