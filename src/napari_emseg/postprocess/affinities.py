@@ -1,0 +1,114 @@
+"""Affinity helpers: affinities derived from a boundary map, and per-voxel "inside" maps.
+
+Channel ``c`` of an affinity map at voxel ``p`` is the probability that ``p`` and
+``p + offsets[c]`` belong to the same object (:mod:`napari_emseg.models.info`); the first three
+offsets are the nearest neighbours ``(-1, 0, 0), (0, -1, 0), (0, 0, -1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..finetune.targets import _pair_slices
+from ..models.info import NN_OFFSETS
+from .maps import MapError, map_scale, read_channel
+
+__all__ = ["affinities_from_boundaries", "inside_map", "check_offsets"]
+
+
+def check_offsets(offsets: Sequence[Sequence[int]] | None, channels: int, what: str) -> tuple:
+    """The offsets of an affinity map with ``channels`` channels; the first three must be NN."""
+    offs = tuple(tuple(int(v) for v in o) for o in (offsets or NN_OFFSETS[:channels]))
+    if len(offs) != channels:
+        raise MapError(f"{what}: {channels} affinity channels but {len(offs)} offsets {offs}")
+    if channels < 3 or offs[:3] != NN_OFFSETS:
+        raise MapError(
+            f"{what}: the first three affinity channels must be the nearest neighbours {NN_OFFSETS} "
+            f"(z, y, x), got {offs[:3]}; long-range offsets may follow"
+        )
+    return offs
+
+
+def affinities_from_boundaries(
+    boundary_map: Any,
+    offsets: Sequence[Sequence[int]] = NN_OFFSETS,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Affinities ``1 - max(b(p), b(p + offset))`` from a boundary probability map.
+
+    Parameters
+    ----------
+    boundary_map
+        ``(Z, Y, X)`` or ``(1, Z, Y, X)`` boundary probabilities (float in [0, 1], or uint8 with
+        scale 255), any array-like.
+    offsets
+        Affinity offsets ``(dz, dy, dx)``; default the three nearest neighbours.
+    out
+        Optional float32 array ``(len(offsets), Z, Y, X)`` to write into.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 ``(len(offsets), Z, Y, X)``; pairs whose partner lies outside the volume get 0
+        (no edge), as in the fine-tuning targets.
+    """
+    shape = tuple(int(s) for s in boundary_map.shape)
+    if len(shape) == 4:
+        if shape[0] != 1:
+            raise MapError(f"boundary map: expected 1 channel, got {shape[0]} (shape {shape})")
+        b = read_channel(boundary_map, 0)
+        scale = map_scale(boundary_map)
+    elif len(shape) == 3:
+        b = np.asarray(boundary_map.compute() if hasattr(boundary_map, "compute") else boundary_map)
+        scale = map_scale(boundary_map)
+    else:
+        raise MapError(f"boundary map: expected (Z, Y, X) or (1, Z, Y, X), got shape {shape}")
+    if b.dtype != np.float32 or scale != 1.0:
+        b = np.multiply(b, np.float32(1.0 / scale), dtype=np.float32)
+    offs = [tuple(int(v) for v in o) for o in offsets]
+    if out is None:
+        out = np.empty((len(offs), *b.shape), np.float32)
+    for c, off in enumerate(offs):
+        out[c] = 0.0
+        pa, pb = _pair_slices(b.shape, off)
+        np.maximum(b[pa], b[pb], out=out[c][pa])
+        np.subtract(1.0, out[c][pa], out=out[c][pa])
+    return out
+
+
+def inside_map(affs: np.ndarray, axes: Sequence[int], z: int | None = None) -> np.ndarray:
+    """Per voxel, the lowest nearest-neighbour affinity of the edges that touch it along ``axes``.
+
+    A voxel whose every edge along ``axes`` (0 = z, 1 = y, 2 = x) is likely to join the same
+    object is "inside"; one next to a cut edge is on a boundary. Both voxels of a cut edge get
+    the low value, so even a one-voxel-thin cut in the affinities separates two objects.
+    Edges leaving the volume are ignored.
+
+    Parameters
+    ----------
+    affs
+        float32 ``(C >= 3, Z, Y, X)`` affinities, channels 0-2 the nearest neighbours.
+    axes
+        Which nearest-neighbour edges to consider, e.g. ``(1, 2)`` for in-plane.
+    z
+        If given, only section ``z`` (then ``axes`` must not contain 0) and a 2D result.
+    """
+    if z is not None and 0 in axes:
+        raise ValueError("a single section has no z edges")
+    spatial = affs.shape[1:] if z is None else affs.shape[2:]
+    m = np.ones(spatial, np.float32)
+    for ax in axes:
+        a = affs[ax] if z is None else affs[ax, z]
+        k = ax if z is None else ax - 1
+        hi = [slice(None)] * m.ndim
+        lo = [slice(None)] * m.ndim
+        hi[k], lo[k] = slice(1, None), slice(None, -1)
+        hi_t, lo_t = tuple(hi), tuple(lo)
+        edge = a[hi_t]  # edge between p (hi) and p - e (lo), stored at p
+        np.minimum(m[hi_t], edge, out=m[hi_t])
+        np.minimum(m[lo_t], edge, out=m[lo_t])
+    return m
