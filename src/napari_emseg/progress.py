@@ -121,11 +121,13 @@ def cancellable(job: Job[T], token: CancelToken) -> Job[T]:
     :class:`Cancelled` and returns (a best-so-far result), that is the wrapper's result; if the
     job lets it propagate, the wrapper raises :class:`Cancelled` to its caller.
     """
+    thrown = False
     try:
         event = next(job)
         while True:
             yield event
-            if token.cancelled:
+            if token.cancelled and not thrown:  # once: the job may report while it wraps up
+                thrown = True
                 event = job.throw(Cancelled("cancelled by the user"))
             else:
                 event = next(job)

@@ -48,10 +48,15 @@ def instance_ids(ann: Annotations) -> np.ndarray:
     return lab
 
 
-def affinity_targets(ann: Annotations, offsets: tuple[tuple[int, int, int], ...] = NN_OFFSETS) -> Targets:
-    """Affinities for ``offsets``: channel c at p relates p and p + offsets[c]."""
+def affinity_targets(ann: Annotations, offsets: tuple[tuple[int, int, int], ...] = NN_OFFSETS,
+                     lenient: bool = False) -> Targets:
+    """Affinities for ``offsets``: channel c at p relates p and p + offsets[c].
+
+    ``lenient`` skips the checks that the annotations can train anything (for patches).
+    """
     ids = instance_ids(ann)
-    _require_two_kinds(ids, ann.mask, "neurons")
+    if not lenient:
+        _require_two_kinds(ids, ann.mask, "neurons")
     c = len(offsets)
     target = np.zeros((c, *ids.shape), np.float32)
     mask = np.zeros((c, *ids.shape), np.float32)
@@ -64,14 +69,15 @@ def affinity_targets(ann: Annotations, offsets: tuple[tuple[int, int, int], ...]
     return Targets(target, mask, "affinities", tuple(_aff_name(o) for o in offsets))
 
 
-def boundary_targets(ann: Annotations, width: int = 1) -> Targets:
+def boundary_targets(ann: Annotations, width: int = 1, lenient: bool = False) -> Targets:
     """In-plane boundaries: background voxels and voxels next to another id in their plane.
 
     The plane is the painted one (``ann.axis``), or y-x for 3D and scribble annotations.
     ``width`` widens the boundary by that many voxels in-plane on each side.
     """
     ids = instance_ids(ann)
-    _require_two_kinds(ids, ann.mask, "neurons")
+    if not lenient:
+        _require_two_kinds(ids, ann.mask, "neurons")
     known = ann.mask
     plane_axes = [a for a in range(3) if a != (ann.axis if ann.axis is not None else 0)]
     edge = np.zeros(ids.shape, bool)
@@ -97,7 +103,7 @@ def boundary_targets(ann: Annotations, width: int = 1) -> Targets:
     return Targets(boundary[None].astype(np.float32), known[None].astype(np.float32), "boundaries", ("boundary",))
 
 
-def bcd_targets(ann: Annotations, contour_width: int = 1) -> Targets:
+def bcd_targets(ann: Annotations, contour_width: int = 1, lenient: bool = False) -> Targets:
     """Foreground, contour and normalised distance, per slice in the painted plane.
 
     Binary labels (one value) are split into objects by 2D connected components; instance
@@ -110,9 +116,9 @@ def bcd_targets(ann: Annotations, contour_width: int = 1) -> Targets:
         )
     ids = instance_ids(ann)
     known = ann.mask
-    if not (ids[known] > 0).any():
+    if not lenient and not (ids[known] > 0).any():
         raise AnnotationError("no mitochondria painted: paint every mitochondrion in the painted slices")
-    if not (ids[known] == 0).any():
+    if not lenient and not (ids[known] == 0).any():
         raise AnnotationError("the painted slices hold no background: paint objects only, leave the rest 0")
     axis = ann.axis if ann.axis is not None else 0
     fg = (ids > 0).astype(np.float32)
@@ -134,16 +140,16 @@ def bcd_targets(ann: Annotations, contour_width: int = 1) -> Targets:
     return Targets(target, mask, "bcd", ("foreground", "contour", "distance"))
 
 
-def semantic_targets(ann: Annotations, n_classes: int | None = None) -> Targets:
+def semantic_targets(ann: Annotations, n_classes: int | None = None, lenient: bool = False) -> Targets:
     """Class indices (label values; scribble background becomes class 0)."""
     cls = instance_ids(ann)
-    present = np.unique(cls[ann.mask])
-    if len(present) < 2:
+    present = np.unique(cls[ann.mask]) if ann.mask.any() else np.zeros(1, np.int64)
+    if not lenient and len(present) < 2:
         raise AnnotationError(
             f"semantic training needs at least two classes in the painted voxels, found {present.tolist()}; "
             "paint background (0 in dense slices, or the background label) and at least one class"
         )
-    if n_classes is not None and present.max() >= n_classes:
+    if n_classes is not None and present.max() >= n_classes:  # also for patches: a real error
         raise AnnotationError(f"label {int(present.max())} exceeds the model's {n_classes} classes")
     return Targets(cls[None].astype(np.float32), ann.mask[None].astype(np.float32), "semantic",
                    tuple(f"class_{i}" for i in range(int(n_classes or present.max() + 1))))

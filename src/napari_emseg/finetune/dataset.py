@@ -1,0 +1,143 @@
+"""Training patches around what was painted, augmented, with targets built after augmentation.
+
+Geometric augmentation acts on the *labels* (nearest neighbour) and the annotation mask, and the
+targets are computed afterwards: flipping or rotating an affinity map would need its channels
+remapped, recomputing is exact. Batches are a pure function of ``(seed, step)``, so a resumed
+fine-tune sees the same data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..data.augment import AugmentConfig, augment
+from .annotations import Annotations
+from .targets import TargetKind, Targets, build_targets
+
+
+class AnnotatedPatches:
+    """Random patches that overlap annotated voxels, as tensors for a masked loss.
+
+    Parameters
+    ----------
+    image
+        Normalised float32 image of the annotation crop ``(z, y, x)``.
+    ann
+        The annotations of the same crop (``ann.labels``, ``ann.mask``).
+    kind
+        Target kind (see :mod:`.targets`).
+    patch
+        Patch shape ``(z, y, x)``; ``z == 1`` for 2D networks.
+    batch_size, seed
+        Batch size and the seed that, with the step, decides every draw.
+    augmentation
+        Augmentations; ``None`` for none (validation).
+    spatial_dims
+        2 gives ``(B, C, Y, X)`` tensors, 3 gives ``(B, C, Z, Y, X)``.
+    permute_planes
+        Also show the painted plane along the other axes (near-isotropic data).
+    target_kwargs
+        Passed to the target builder (offsets, n_classes, ...).
+    """
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        ann: Annotations,
+        kind: TargetKind,
+        patch: tuple[int, int, int],
+        *,
+        batch_size: int = 2,
+        seed: int = 0,
+        augmentation: AugmentConfig | None = None,
+        spatial_dims: int = 3,
+        permute_planes: bool = False,
+        target_kwargs: dict | None = None,
+    ) -> None:
+        if image.shape != ann.labels.shape:
+            raise ValueError(f"image crop {image.shape} and labels crop {ann.labels.shape} differ")
+        self.image, self.ann, self.kind = image, ann, kind
+        self.patch = tuple(int(p) for p in patch)
+        self.batch_size, self.seed = int(batch_size), int(seed)
+        self.augmentation = augmentation
+        self.spatial_dims = spatial_dims
+        self.permute_planes = permute_planes
+        self.target_kwargs = dict(target_kwargs or {})
+        # building the targets of the whole crop once checks the annotations up front
+        self.channel_names = build_targets(ann, kind, **self.target_kwargs).channel_names
+        coords = np.argwhere(ann.mask)
+        if len(coords) > 500_000:  # enough centres to draw from, bounded memory
+            coords = coords[np.random.default_rng(seed).choice(len(coords), 500_000, replace=False)]
+        self.centres = coords
+
+    def __call__(self, start_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches for steps ``start_step, start_step + 1, ...`` (the trainer's resumable form)."""
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        items = [self.sample(rng) for _ in range(self.batch_size)]
+        return {k: torch.from_numpy(np.stack([it[k] for it in items])) for k in items[0]}
+
+    def sample(self, rng: np.random.Generator, centre: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """One augmented patch: ``image (1, *patch)``, ``target``, ``mask`` as float32.
+
+        Without ``centre`` the patch is centred near a random annotated voxel; with it, exactly there.
+        """
+        start = np.asarray(centre if centre is not None else self.centres[rng.integers(len(self.centres))])
+        start = start - np.array(self.patch) // 2
+        if centre is None:
+            start = start + np.array([rng.integers(-(p // 4), p // 4 + 1) for p in self.patch])
+        img, lab, msk = (crop_padded(a, start, self.patch) for a in (self.image, self.ann.labels, self.ann.mask))
+        if self.permute_planes and rng.random() < 2 / 3 and len(set(self.patch)) == 1:
+            order = (1, 0, 2) if rng.random() < 0.5 else (2, 1, 0)
+            img, lab, msk = (np.ascontiguousarray(a.transpose(order)) for a in (img, lab, msk))
+        if self.augmentation is not None:
+            img, (lab, msk) = augment(img, [lab, msk.astype(np.uint8)], rng, self.augmentation)
+        targets = self.targets(lab, msk.astype(bool))
+        x = img[None].astype(np.float32)
+        t, m = targets.target, targets.mask
+        if self.spatial_dims == 2:
+            x, t, m = x[:, 0], t[:, 0], m[:, 0]
+        return {"image": x, "target": t.astype(np.float32), "mask": m.astype(np.float32)}
+
+    def targets(self, labels: np.ndarray, mask: np.ndarray) -> Targets:
+        """Targets for a (transformed) patch: the painted axis is re-read from the mask."""
+        patch_ann = replace(self.ann, labels=labels, mask=mask, axis=painted_axis(mask, self.ann.axis))
+        if not mask.any():
+            n = 1 if self.kind == "semantic" else len(self.channel_names)
+            zeros = np.zeros((n, *labels.shape), np.float32)
+            return Targets(zeros, zeros.copy(), self.kind, self.channel_names)
+        return build_targets(patch_ann, self.kind, lenient=True, **self.target_kwargs)
+
+
+def painted_axis(mask: np.ndarray, hint: int | None) -> int | None:
+    """The axis along which ``mask`` is made of whole slices (after flips/rotations), if any."""
+    if hint is None:
+        return None
+    for ax in [hint] + [a for a in range(3) if a != hint]:
+        others = tuple(a for a in range(3) if a != ax)
+        if np.array_equal(mask.any(axis=others), mask.all(axis=others)) and not mask.all():
+            return ax
+    return hint
+
+
+def crop_padded(a: np.ndarray, start: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a[start:start+shape]``, zero-padded where the window leaves the array."""
+    out = np.zeros(shape, a.dtype)
+    src, dst = [], []
+    for s, n, size in zip(start, shape, a.shape):
+        lo, hi = max(0, int(s)), min(size, int(s) + n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - int(s), hi - int(s)))
+    out[tuple(dst)] = a[tuple(src)]
+    return out

@@ -1,0 +1,356 @@
+"""``fine_tune()``: a pretrained encoder plus a few painted slices become a segmentation model.
+
+The job runs on the shared trainer (:func:`napari_emseg.pretrain.trainer.train`) with a masked
+loss: only painted voxels teach. It yields :class:`~napari_emseg.progress.Progress` (loss,
+validation metric, ETA, and every ``preview_every`` steps the current prediction of one slice)
+and returns a :class:`FineTuneResult` whose ``checkpoint`` rebuilds the model with
+:func:`napari_emseg.models.load_model`. Cancelling (or Ctrl-C) between steps still saves and
+returns the best model so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config
+from ..data.augment import AugmentConfig
+from ..data.normalize import intensity_range, normalize
+from ..progress import Job, Progress
+from .annotations import AnnotationError, Mode, find_annotations
+from .dataset import AnnotatedPatches
+from .losses import task_loss
+from .model_setup import freeze_and_group, prepare_model
+
+logger = logging.getLogger(__name__)
+
+Task = Literal["neurons", "mitochondria", "semantic"]
+
+#: the augmentations fine-tuning uses by default (EM-specific, mild)
+FINETUNE_AUGMENT = AugmentConfig(
+    flip=0.5, rotate90=0.5, elastic=0.2, misalign=0.1, brightness=0.5, contrast=0.5, gamma=0.3,
+    blur=0.2, noise=0.3, missing=0.05,
+)
+
+
+@dataclass(frozen=True)
+class FineTuneConfig(Config):
+    """Everything a fine-tune needs besides the encoder, the image and the labels.
+
+    Attributes
+    ----------
+    task
+        ``"neurons"`` (affinities or in-plane boundaries, agglomerated by waterz),
+        ``"mitochondria"`` (binary/contour/distance, seeded watershed) or ``"semantic"``.
+    target
+        ``"auto"`` picks boundaries for neurons painted on isolated slices (no z-affinity can
+        be learnt from them) and affinities when neighbouring slices or 3D labels were painted;
+        ``bcd`` for mitochondria; ``semantic`` for semantic.
+    mode, background_label, axis
+        How to read the labels (see :mod:`.annotations`).
+    patch
+        Training patch ``(z, y, x)``; ``None``: the model's tile (rounded to its input multiple).
+    steps, time_limit_min
+        Stop after this many steps or minutes, whichever comes first.
+    lr, encoder_lr_scale, freeze
+        AdamW learning rate; the encoder's is ``lr * encoder_lr_scale``; ``freeze`` keeps
+        ``"encoder"`` or (RETINA) only the transferred ``"transformer"`` layers fixed.
+    validate_every, patience, holdout
+        With two or more painted slices and ``holdout``, the last one is held out and scored
+        every ``validate_every`` steps; training stops after ``patience`` scores without
+        improvement and the best model is kept.
+    preview_every, preview_z
+        Every ``preview_every`` steps, predict slice ``preview_z`` (of the whole image) and put
+        it in ``Progress.preview``.
+    """
+
+    task: Task = "mitochondria"
+    target: Literal["auto", "affinities", "boundaries", "bcd", "semantic"] = "auto"
+    mode: Mode = "dense"
+    background_label: int = 1
+    axis: int | None = None
+    n_classes: int | None = None
+    patch: tuple[int, int, int] | None = None
+    batch_size: int = 2
+    steps: int = 300
+    time_limit_min: float | None = None
+    lr: float = 1e-3
+    encoder_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    freeze: Literal["none", "encoder", "transformer"] = "none"
+    augment: AugmentConfig = FINETUNE_AUGMENT
+    permute_planes: Literal["auto", "on", "off"] = "auto"
+    validate_every: int = 25
+    patience: int = 6
+    holdout: bool = True
+    preview_every: int = 0
+    preview_z: int | None = None
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+
+@dataclass
+class FineTuneResult:
+    """What :func:`fine_tune` returns."""
+
+    checkpoint: Path
+    model: nn.Module
+    stopped: str
+    steps: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_metric: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+
+class MaskedObjective(nn.Module):
+    """The trainer's objective: the model's logits against targets on annotated voxels only."""
+
+    def __init__(self, model: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.model, self.kind = model, kind
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        logits = self.model(batch["image"]).float()
+        return task_loss(self.kind, logits, batch["target"], batch["mask"])
+
+
+def fine_tune(
+    encoder: str | os.PathLike | nn.Module,
+    image: Any,
+    labels: Any,
+    config: FineTuneConfig = FineTuneConfig(),
+    *,
+    out: str | os.PathLike | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    source: str = "",
+) -> Job[FineTuneResult]:
+    """Fine-tune ``encoder`` on the painted ``labels`` of ``image``.
+
+    Parameters
+    ----------
+    encoder
+        A catalogue name (``napari-emseg encoders``), an encoder or fine-tuned checkpoint path,
+        or a model already built (``nn.Module`` with ``.info``).
+    image
+        Array-like ``(z, y, x)`` (numpy, dask, zarr); only the annotated region plus context is read.
+    labels
+        Array-like of the same shape, 0 = unlabelled (napari Labels data).
+    config
+        See :class:`FineTuneConfig`.
+    out
+        Checkpoint path to write (default: a file in the temporary directory).
+    voxel_size
+        ``(z, y, x)`` nm of ``image``; recorded in the checkpoint.
+    source
+        A description of the data (path) for the model card.
+
+    Returns
+    -------
+    FineTuneResult
+        With ``checkpoint`` (written atomically) and the trained ``model``.
+    """
+    from ..models.checkpoint import save_checkpoint
+    from ..pretrain.trainer import TrainConfig, train
+
+    t0 = time.perf_counter()
+    cfg = config
+    yield Progress(0, cfg.steps, stage="prepare", message="reading annotations")
+    ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
+                           background_label=cfg.background_label, axis=cfg.axis)
+    kind = _target_kind(cfg, ann)
+    model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
+    pretrained = report is not None
+    patch = _patch_shape(cfg, model, ann)
+    context = tuple(p // 2 for p in patch)
+    ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
+                           background_label=cfg.background_label, axis=cfg.axis, context=context)
+    lo, hi = intensity_range(image, model.info.norm)
+    crop = image[ann.box]
+    crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    img = normalize(crop, lo, hi, model.info.norm.invert)
+    train_ann, val_ann = _split_holdout(ann, cfg)
+    target_kwargs = _target_kwargs(kind, model)
+    permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and _isotropic(voxel_size) and len(set(patch)) == 1)
+    data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=cfg.batch_size, seed=cfg.seed,
+                            augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
+                            permute_planes=permute, target_kwargs=target_kwargs)
+    validate = _validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
+    objective = MaskedObjective(model, kind)
+    groups = freeze_and_group(model, cfg, pretrained)
+    tcfg = TrainConfig(
+        optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+        warmup_fraction=0.05, max_steps=cfg.steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
+        precision=cfg.precision, device=cfg.device, seed=cfg.seed, checkpoint_every=10**9,
+        log_every=max(1, min(25, cfg.steps // 10)), preview_every=10**9,
+        validate_every=cfg.validate_every if validate else 0,
+        early_stop_metric="val_loss" if validate else None, patience=cfg.patience if validate else None,
+        tensorboard=False,
+    )
+    job = train(objective, data, tcfg, None, param_groups=groups, validate=validate,
+                meta={"kind": f"finetune-{kind}"}, stage="fine-tune")
+    result = yield from _with_previews(job, model, image, lo, hi, cfg)
+    if result.best_state is not None:
+        objective.load_state_dict(result.best_state)
+    model = objective.model.cpu().eval()
+    elapsed = time.perf_counter() - t0
+    card = {
+        "method": f"fine-tuned ({kind}) from {getattr(encoder, 'name', None) or _encoder_name(encoder)}",
+        "data": source or "user data",
+        "annotated": {"axis": ann.axis, "slices": list(ann.slices), "voxels": ann.n_annotated,
+                      "mode": cfg.mode, "held_out": list(val_ann.slices) if val_ann is not None else []},
+        "steps": result.step, "stopped": result.stopped,
+        "final_loss": result.metrics.get("loss"), "best_val_loss": result.best_metric,
+        "wall_time_s": round(elapsed, 1),
+        "transplant": report,
+        "intensity_range": [lo, hi],
+    }
+    target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
+    path = save_checkpoint(target_path, model, job=cfg, card=card)
+    yield Progress(result.step, cfg.steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
+    return FineTuneResult(Path(path), model, result.stopped, result.step, dict(result.metrics),
+                          result.best_metric, result.history, elapsed)
+
+
+# ---------------------------------------------------------------------------------------------
+def _target_kind(cfg: FineTuneConfig, ann) -> str:
+    if cfg.target != "auto":
+        allowed = {"neurons": {"affinities", "boundaries"}, "mitochondria": {"bcd"}, "semantic": {"semantic"}}
+        if cfg.target not in allowed[cfg.task]:
+            raise AnnotationError(f"task {cfg.task!r} cannot train target {cfg.target!r}; use {sorted(allowed[cfg.task])}")
+        return cfg.target
+    if cfg.task == "mitochondria":
+        return "bcd"
+    if cfg.task == "semantic":
+        return "semantic"
+    if ann.mode == "scribbles" or ann.isolated_slices or ann.axis not in (None, 0):
+        return "boundaries"
+    return "affinities"
+
+
+def _target_kwargs(kind: str, model: nn.Module) -> dict[str, Any]:
+    if kind == "affinities":
+        return {"offsets": tuple(model.info.offsets)}
+    if kind == "semantic":
+        return {"n_classes": model.info.out_channels}
+    return {}
+
+
+def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann) -> tuple[int, int, int]:
+    patch = cfg.patch or tuple(model.info.tile)
+    if model.info.spatial_dims == 2:
+        patch = (1, *patch[1:])
+    mult = model.info.input_multiple
+    return tuple(max(m, -(-int(p) // m) * m) for p, m in zip(patch, mult))
+
+
+def _isotropic(voxel_size) -> bool:
+    return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
+
+
+def _split_holdout(ann, cfg: FineTuneConfig):
+    """Hold out the last painted slice for validation when there are two or more."""
+    from dataclasses import replace
+
+    if not cfg.holdout or ann.axis is None or len(ann.slices) < 2:
+        return ann, None
+    held = ann.slices[-1]
+    local = held - ann.box[ann.axis].start
+    index: list[Any] = [slice(None)] * 3
+    index[ann.axis] = local
+    train_mask = ann.mask.copy()
+    train_mask[tuple(index)] = False
+    val_mask = np.zeros_like(ann.mask)
+    val_mask[tuple(index)] = ann.mask[tuple(index)]
+    return (replace(ann, mask=train_mask, slices=ann.slices[:-1]),
+            replace(ann, mask=val_mask, slices=(held,)))
+
+
+def _validator(img, val_ann, kind, patch, model, target_kwargs):
+    """Masked loss on fixed patches tiling the held-out slice."""
+    val = AnnotatedPatches(img, val_ann, kind, patch, batch_size=1, augmentation=None,
+                           spatial_dims=model.info.spatial_dims, target_kwargs=target_kwargs)
+    centres = val.centres
+    grid = [np.unique(np.clip(np.arange(p // 2, s, p), 0, s - 1)) for p, s in zip(patch, img.shape)]
+    chosen = []
+    for c in centres[np.linspace(0, len(centres) - 1, min(len(centres), 64)).astype(int)]:
+        snapped = tuple(int(g[np.argmin(np.abs(g - v))]) for g, v in zip(grid, c))
+        if snapped not in chosen:
+            chosen.append(snapped)
+    samples = [val.sample(np.random.default_rng(0), centre=np.array(c)) for c in chosen[:8]]
+
+    def validate(objective: nn.Module, step: int) -> dict[str, float]:
+        device = next(objective.parameters()).device
+        losses = []
+        for s in samples:
+            batch = {k: torch.from_numpy(v[None]).to(device) for k, v in s.items()}
+            loss, _ = objective(batch)
+            losses.append(float(loss))
+        return {"val_loss": float(np.mean(losses))}
+
+    return validate
+
+
+def _with_previews(job, model: nn.Module, image, lo: float, hi: float, cfg: FineTuneConfig):
+    """Forward the trainer's events, adding a prediction of slice ``preview_z`` now and then."""
+    from ..progress import Cancelled
+
+    try:
+        event = next(job)
+        while True:
+            if cfg.preview_every and cfg.preview_z is not None and event.step and event.step % cfg.preview_every == 0:
+                from dataclasses import replace
+
+                event = replace(event, preview=_predict_slice(model, image, cfg.preview_z, lo, hi))
+            try:
+                yield event
+            except (Cancelled, KeyboardInterrupt) as stop:
+                event = job.throw(stop)
+                continue
+            event = next(job)
+    except StopIteration as done:
+        return done.value
+
+
+def _predict_slice(model: nn.Module, image, z: int, lo: float, hi: float, max_side: int = 384) -> dict[str, Any]:
+    """The model's maps on (a centred window of) slice ``z``, for live display."""
+    from ..models.info import apply_activation
+
+    info = model.info
+    nz, ny, nx = image.shape
+    dz = info.tile[0] if info.spatial_dims == 3 else 1
+    mult = info.input_multiple
+    hy, hx = (min(n, max_side) // m * m for n, m in zip((ny, nx), mult[1:]))
+    y0, x0 = (ny - hy) // 2, (nx - hx) // 2
+    z0 = int(np.clip(z - dz // 2, 0, max(0, nz - dz)))
+    block = image[z0 : z0 + dz, y0 : y0 + hy, x0 : x0 + hx]
+    block = normalize(np.asarray(block.compute() if hasattr(block, "compute") else block), lo, hi, info.norm.invert)
+    if block.shape[0] < dz:
+        block = np.pad(block, ((0, dz - block.shape[0]), (0, 0), (0, 0)), mode="edge")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        x = torch.from_numpy(block)[None, None].to(device)
+        if info.spatial_dims == 2:
+            x = x[:, :, min(z - z0, dz - 1)]
+            maps = apply_activation(model(x), info)[0]
+        else:
+            maps = apply_activation(model(x), info)[0][:, min(z - z0, dz - 1)]
+    model.train(was_training)
+    return {"z": int(z), "offset": (int(y0), int(x0)), "maps": maps.float().cpu().numpy(),
+            "channel_names": tuple(info.channel_names)}
+
+
+def _encoder_name(encoder: Any) -> str:
+    return Path(str(encoder)).name if encoder is not None else "scratch"

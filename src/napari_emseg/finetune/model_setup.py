@@ -1,0 +1,77 @@
+"""The network a fine-tune starts from, and which of its parameters train at which rate."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from torch import nn
+
+from .annotations import AnnotationError, Annotations
+
+logger = logging.getLogger(__name__)
+
+
+def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
+                  voxel_size: tuple[float, float, float] | None) -> tuple[nn.Module, dict | None]:
+    """Build the segmentation network for ``kind`` on ``encoder``.
+
+    ``encoder`` is a built model (used as it is), a fine-tuned checkpoint of the same target
+    (training continues), or an encoder name/path (a fresh head on the transplanted encoder).
+    Returns the model and a summary of the transplant (``None`` when nothing was pretrained).
+    """
+    from ..models.checkpoint import load_checkpoint, load_model
+    from ..models.heads import head_info
+    from ..models.registry import model_for_encoder, resolve_encoder
+
+    n_classes = cfg.n_classes or (int(ann.labels.max()) + 1 if kind == "semantic" else 2)
+    if isinstance(encoder, nn.Module):
+        if getattr(encoder, "info", None) is None or encoder.info.target != kind:
+            raise AnnotationError(f"the given model predicts {getattr(getattr(encoder, 'info', None), 'target', '?')}, "
+                                  f"not {kind}; pass an encoder or a checkpoint trained for {kind}")
+        return encoder, {"continued": True}
+    src = resolve_encoder(encoder)
+    if isinstance(src, (str, os.PathLike)):
+        ckpt = load_checkpoint(src)
+        if ckpt.info.target == kind and ckpt.info.task == cfg.task:
+            if kind == "semantic" and ckpt.info.out_channels < n_classes:
+                raise AnnotationError(f"the checkpoint has {ckpt.info.out_channels} classes, the labels need {n_classes}")
+            logger.info("continuing to train %s", src)
+            return load_model(src).train(), {"continued": str(src)}
+    tile = ann_tile(cfg)
+    info = head_info(kind, task=cfg.task, n_classes=n_classes, voxel_size=voxel_size, **({"tile": tile} if tile else {}))
+    model, report = model_for_encoder(encoder, info)
+    model.train()
+    if report is None:
+        logger.info("training from scratch (%s)", encoder)
+        return model, None
+    summary = {"loaded": len(report.loaded), "missing": len(report.missing), "unexpected": len(report.unexpected)}
+    logger.info("encoder %s: %s", encoder, summary)
+    return model, summary
+
+
+def ann_tile(cfg: Any) -> tuple[int, int, int] | None:
+    return tuple(cfg.patch) if cfg.patch else None
+
+
+def freeze_and_group(model: nn.Module, cfg: Any, pretrained: bool) -> list[dict[str, Any]]:
+    """Freeze what ``cfg.freeze`` says; the pretrained encoder trains at ``lr * encoder_lr_scale``."""
+    encoder = getattr(model, "encoder", None)
+    if cfg.freeze == "encoder":
+        if encoder is None:
+            raise AnnotationError("this model has no encoder to freeze")
+        encoder.requires_grad_(False)
+    elif cfg.freeze == "transformer":
+        transformer = getattr(encoder, "transformer", None) if encoder is not None else None
+        if transformer is None:
+            raise AnnotationError("freeze='transformer' needs a TransUNet (RETINA) encoder; use 'encoder' or 'none'")
+        transformer.requires_grad_(False)
+    enc_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    enc = [p for p in model.parameters() if id(p) in enc_ids and p.requires_grad]
+    rest = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
+    scale = cfg.encoder_lr_scale if pretrained else 1.0
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if enc:
+        groups.append({"params": enc, "lr": cfg.lr * scale})
+    return groups
