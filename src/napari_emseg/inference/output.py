@@ -1,0 +1,202 @@
+"""Prediction outputs: create or reopen the array, describe it, record finished blocks.
+
+An output is a ``(C, Z, Y, X)`` array: a zarr array (created from a path, or given), any
+array-like with ``__setitem__``, or a numpy array made here for small volumes. Zarr outputs
+carry their description in attributes (channel names, target, offsets, resolution, model
+summary, settings) and a :class:`ResumeRecord` of the blocks already written, updated after
+every block, so an interrupted run continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import EmsegError
+from ..io import _ensure_parent_groups, _jsonable
+
+__all__ = [
+    "OutputError",
+    "ResumeRecord",
+    "prepare_output",
+    "existing_chunks",
+    "fingerprint",
+    "weights_digest",
+    "model_summary",
+    "RECORD_KEY",
+]
+
+logger = logging.getLogger(__name__)
+
+RECORD_KEY = "emseg_inference"
+"""Attribute holding the resume record ``{"fingerprint", "n_blocks", "done"}``."""
+
+
+class OutputError(EmsegError, ValueError):
+    """The output cannot be written as asked; the message says what to change."""
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    """A short stable hash of everything that decides the output's values."""
+    text = json.dumps(_jsonable(parts), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def weights_digest(model: Any) -> str:
+    """A cheap digest of a model's weights (per-tensor sums), to tell checkpoints apart."""
+    import torch
+
+    h = hashlib.sha1()
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if not torch.is_floating_point(t):
+                continue
+            t64 = t.detach().double()
+            h.update(f"{name}:{tuple(t.shape)}:{float(t64.sum()):.5g}:{float(t64.abs().sum()):.5g};".encode())
+    return h.hexdigest()[:16]
+
+
+def model_summary(model: Any) -> dict[str, Any]:
+    """What the output says about the model: class, parameter count, info, card (if any)."""
+    info = model.info
+    summary: dict[str, Any] = {
+        "class": type(model).__name__,
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "info": info.to_dict(),
+    }
+    card = getattr(model, "card", None)
+    if card is not None:
+        summary["card"] = card.to_dict() if hasattr(card, "to_dict") else card
+    return _jsonable(summary)
+
+
+class ResumeRecord:
+    """Which blocks of an output are written, kept in the array's attributes (or in memory).
+
+    The record is tied to a fingerprint of the run's settings, model and input: a run whose
+    fingerprint differs (or ``resume=False``) starts from no finished block.
+    """
+
+    def __init__(self, array: Any, fp: str, n_blocks: int, resume: bool = True) -> None:
+        self.array, self.fp, self.n = array, fp, int(n_blocks)
+        self.persistent = _is_zarr(array)
+        self.done = np.zeros(self.n, dtype=bool)
+        if resume and self.persistent:
+            rec = dict(array.attrs).get(RECORD_KEY) or {}
+            if rec.get("fingerprint") == fp and int(rec.get("n_blocks", -1)) == self.n:
+                bits = np.frombuffer(zlib.decompress(base64.b64decode(rec["done"])), dtype=np.uint8)
+                self.done = np.unpackbits(bits)[: self.n].astype(bool)
+            elif rec:
+                logger.warning("output was written with other settings, model or input: predicting it anew")
+
+    @property
+    def n_done(self) -> int:
+        return int(self.done.sum())
+
+    def mark(self, index: int) -> None:
+        """Record block ``index`` as written (call after its data is stored)."""
+        self.done[index] = True
+        self.save()
+
+    def save(self, complete: bool | None = None) -> None:
+        if not self.persistent:
+            return
+        packed = base64.b64encode(zlib.compress(np.packbits(self.done).tobytes())).decode()
+        attrs: dict[str, Any] = {RECORD_KEY: {"fingerprint": self.fp, "n_blocks": self.n, "done": packed}}
+        if complete is not None:
+            attrs["complete"] = bool(complete)
+        self.array.attrs.update(attrs)
+
+
+def _is_zarr(array: Any) -> bool:
+    try:
+        import zarr
+    except ImportError:  # pragma: no cover - zarr is a dependency
+        return False
+    return isinstance(array, zarr.Array)
+
+
+def prepare_output(
+    out: Any,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str,
+    attrs: dict[str, Any],
+    *,
+    max_in_memory_gb: float = 4.0,
+    zarr_format: int = 2,
+) -> Any:
+    """The array to write a ``(C, Z, Y, X)`` prediction into.
+
+    ``out`` is ``None`` (a numpy array, if under ``max_in_memory_gb``), a path (a zarr array is
+    created there, or reopened when it holds an earlier napari-emseg prediction of the same shape
+    and type), a zarr array or any array-like with the right shape. Zarr outputs get ``attrs``.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if out is None:
+        if nbytes > max_in_memory_gb * 1e9:
+            raise OutputError(
+                f"the prediction would take {nbytes / 1e9:.1f} GB in memory; pass out='pred.zarr' "
+                "to stream it to disk (or raise max_in_memory_gb)"
+            )
+        return np.zeros(shape, dtype=dtype)
+    if isinstance(out, (str, os.PathLike)):
+        return _zarr_at(Path(os.fspath(out)), shape, chunks, dtype, attrs, zarr_format)
+    if tuple(out.shape) != tuple(shape):
+        raise OutputError(f"output has shape {tuple(out.shape)}; this prediction needs {tuple(shape)} (C, Z, Y, X)")
+    if _is_zarr(out):
+        if np.dtype(out.dtype) != np.dtype(dtype):
+            raise OutputError(f"output zarr array is {out.dtype}; this prediction writes {dtype}")
+        out.attrs.update(_jsonable(attrs))
+    return out
+
+
+def existing_chunks(out: Any) -> tuple[int, ...] | None:
+    """Spatial chunks ``(z, y, x)`` of an existing zarr output (blocks are aligned to them)."""
+    arr = out
+    if isinstance(out, (str, os.PathLike)):
+        if not Path(os.fspath(out)).exists():
+            return None
+        import zarr
+
+        try:
+            arr = zarr.open_array(store=os.fspath(out), mode="r")
+        except Exception:  # noqa: BLE001 - prepare_output reports it
+            return None
+    if _is_zarr(arr) and len(arr.chunks) == 4:
+        return tuple(int(c) for c in arr.chunks[1:])
+    return None
+
+
+def _zarr_at(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
+             attrs: dict[str, Any], zarr_format: int) -> Any:
+    import zarr
+
+    if path.exists():
+        try:
+            old = zarr.open_array(store=str(path), mode="r+")
+        except Exception as err:  # noqa: BLE001 - any failure means "not a zarr array"
+            raise OutputError(f"{path}: exists and is not a zarr array; choose another output") from err
+        if RECORD_KEY not in old.attrs:
+            raise OutputError(
+                f"{path}: exists and is not a napari-emseg prediction; choose another output or delete it"
+            )
+        if tuple(old.shape) == tuple(shape) and np.dtype(old.dtype) == np.dtype(dtype):
+            old.attrs.update(_jsonable(attrs))
+            return old
+        logger.warning("%s: replacing an earlier prediction of shape %s %s", path, old.shape, old.dtype)
+    _ensure_parent_groups(path, zarr_format)
+    arr = zarr.create_array(
+        store=str(path), shape=shape, chunks=tuple(int(min(c, s)) for c, s in zip(chunks, shape)),
+        dtype=dtype, zarr_format=zarr_format, fill_value=0, overwrite=True,
+    )
+    arr.attrs.update(_jsonable({**attrs, RECORD_KEY: {}}))
+    return arr

@@ -1,0 +1,241 @@
+"""``predict_tiled``: a model over a volume of any size, block by block, without seams.
+
+The job (a generator of :class:`~napari_emseg.progress.Progress`) computes the intensity range
+once for the whole volume, plans output blocks (:mod:`.tiling`), reads them ahead in a thread
+(:mod:`.prefetch`), predicts each with overlapping blended tiles on the device (:mod:`.runner`)
+and writes it in another thread, recording it for resume (:mod:`.output`). Memory depends on the
+block, tile and batch sizes, never on the volume's.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data.normalize import intensity_range
+from ..device import select_device
+from ..errors import EmsegError
+from ..io import DEFAULT_VOXEL_SIZE, Volume
+from ..models.info import ModelInfo
+from ..progress import Cancelled, Job, Progress
+from .config import InferenceConfig
+from .output import (
+    ResumeRecord,
+    existing_chunks,
+    fingerprint,
+    model_summary,
+    prepare_output,
+    weights_digest,
+)
+from .prefetch import BlockReader, BlockWriter, Prefetcher
+from .runner import BlockPredictor, to_output_dtype
+from .tiling import choose_block, plan_blocks, round_tile
+
+__all__ = ["predict_tiled", "resolve_mode", "resolve_tile"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_mode(info: ModelInfo, config: InferenceConfig) -> str:
+    """``"3d"``, ``"slices"`` or ``"ortho"`` for this model and config."""
+    if config.mode == "auto":
+        return "3d" if info.spatial_dims == 3 else "slices"
+    if config.mode == "3d" and info.spatial_dims != 3:
+        raise EmsegError("mode '3d' needs a 3D model; this model is 2D: use 'slices' or 'ortho'")
+    if config.mode in ("slices", "ortho") and info.spatial_dims != 2:
+        raise EmsegError(f"mode {config.mode!r} needs a 2D model; this model is 3D: use '3d' (or 'auto')")
+    return config.mode
+
+
+def resolve_tile(info: ModelInfo, config: InferenceConfig, mode: str, shape: Sequence[int]) -> tuple[int, ...]:
+    """The tile shape: the config's or the model's, rounded to the input multiple, fitted to the volume."""
+    mult = tuple(int(m) for m in info.input_multiple)
+    tile = tuple(int(t) for t in (config.tile or info.tile))
+    if mode == "slices":
+        mult = (1, *mult[1:])
+        if config.tile is None:
+            tile = (1, *tile[1:])
+    elif mode == "ortho":
+        mult = (max(mult[1:]),) * 3
+        if config.tile is None:
+            tile = (tile[-1],) * 3
+    return round_tile(tile, mult, shape)
+
+
+def predict_tiled(
+    model: Any,
+    volume: Any,
+    out: Any = None,
+    config: InferenceConfig = InferenceConfig(),
+    *,
+    voxel_size: Sequence[float] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> Job[Any]:
+    """Predict probability maps ``(C, Z, Y, X)`` for a volume of any size (a generator job).
+
+    Parameters
+    ----------
+    model
+        An ``nn.Module`` with ``.info`` (:class:`~napari_emseg.models.info.ModelInfo`).
+    volume
+        ``(z, y, x)`` (or ``(y, x)``) array-like: numpy, dask, zarr, h5py dataset, or an
+        :class:`~napari_emseg.io.Volume` (its voxel size is used). Read block by block.
+    out
+        Where to write: ``None`` (a numpy array, for outputs under ``config.max_in_memory_gb``),
+        a path (a zarr array is created, or an interrupted run's output resumed), a zarr array,
+        or any array-like of shape ``(C, Z, Y, X)``.
+    config
+        Tiling, blending, batch, device, precision, TTA, mode, output type.
+    voxel_size
+        ``(z, y, x)`` nm, written as the output's ``resolution``.
+    attrs
+        Extra attributes for a zarr output.
+
+    Yields
+    ------
+    Progress
+        One event per written block (``stage="predict"``, ``preview`` = middle slice of the
+        block's first channel).
+
+    Returns
+    -------
+    The output array (the zarr array, numpy array or array-like written into).
+
+    Raises
+    ------
+    Cancelled
+        When cancelled at a yield: finished blocks are written and recorded first, so a later
+        run with the same output resumes.
+    EmsegError
+        Bad model, settings or output (the message says what to change); ``OutOfMemory`` when
+        even one tile of the smallest shape does not fit.
+    """
+    import torch
+
+    info = getattr(model, "info", None)
+    if not isinstance(info, ModelInfo):
+        raise EmsegError(f"{type(model).__name__} has no .info (ModelInfo); load models with models.load_model")
+    data, voxel_size, known = _as_volume(volume, voxel_size)
+    shape = tuple(int(s) for s in data.shape)
+    mode = resolve_mode(info, config)
+    device = select_device(config.device)
+    tile = resolve_tile(info, config, mode, shape)
+    predictor = BlockPredictor(model, info, config, device, mode, tile)
+    overlap = predictor.overlap
+    block = choose_block(shape, tile, overlap, config.block, existing_chunks(out))
+    blocks = plan_blocks(shape, tile, overlap, block)
+
+    yield Progress(0, len(blocks), "normalise", "intensity range of the volume")
+    lo, hi = intensity_range(data, info.norm)  # once per volume, never per tile
+    c_out = info.out_channels
+    settings = {
+        "tile": tile, "overlap": overlap, "block": block, "mode": mode, "blend": config.blend,
+        "sigma_scale": config.sigma_scale, "tta": config.tta, "dtype": config.dtype,
+    }
+    fp = fingerprint({
+        "v": 1, "shape": shape, **settings, "info": info.to_dict(), "norm": [lo, hi],
+        "weights": weights_digest(predictor.model),
+    })
+    meta = {
+        "axes": ["c", "z", "y", "x"],
+        "channel_names": list(info.channel_names),
+        "task": info.task,
+        "target": info.target,
+        "activation": info.activation,
+        "offsets": [list(o) for o in info.offsets] if info.target == "affinities" else [],
+        "resolution": [float(v) for v in voxel_size],
+        "voxel_size": [float(v) for v in voxel_size],
+        "voxel_size_known": known,
+        "unit": "nm",
+        **({"scale": 255} if config.dtype == "uint8" else {}),
+        "norm_range": [lo, hi],
+        "model": model_summary(predictor.model),
+        "inference": {**config.to_dict(), **settings, "device": str(device)},
+        "complete": False,
+        **(attrs or {}),
+    }
+    target = prepare_output(
+        out, (c_out, *shape), (c_out, *block), config.dtype, meta,
+        max_in_memory_gb=config.max_in_memory_gb, zarr_format=config.zarr_format,
+    )
+    record = ResumeRecord(target, fp, len(blocks), resume=config.resume)
+    todo = [b for b in blocks if not record.done[b.index]]
+    total, done = len(blocks), record.n_done
+    if done:
+        logger.info("resuming: %d of %d blocks already written", done, total)
+    yield Progress(done, total, "predict", f"{len(todo)} blocks of {block} on {device}, tile {tile}")
+
+    reader = BlockReader(data, lo, hi, info.norm.invert, pin=device.type == "cuda")
+    start, voxels = time.perf_counter(), 0
+    with Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
+        target, lambda b: record.mark(b.index)
+    ) as writer:
+        for blk, x in ahead:
+            with torch.inference_mode():
+                p = predictor.predict_block(x.to(device, non_blocking=True), blk)
+                arr = to_output_dtype(p, config.dtype).cpu().numpy()
+            del p
+            writer.submit(blk, arr)
+            done += 1
+            voxels += int(np.prod(arr.shape[1:]))
+            elapsed = time.perf_counter() - start
+            left = total - done
+            try:
+                yield Progress(
+                    done, total, "predict",
+                    message=f"tile {predictor.tile} batch {predictor.batch}",
+                    metrics={"Mvox/s": voxels / max(elapsed, 1e-9) / 1e6},
+                    eta_s=elapsed / max(done - (total - len(todo)), 1) * left,
+                    preview=arr[0, arr.shape[1] // 2],
+                )
+            except (Cancelled, KeyboardInterrupt):
+                writer.close()
+                logger.warning(
+                    "cancelled after %d of %d blocks; run again with the same output to resume", done, total
+                )
+                raise
+    record.save(complete=True)
+    return target
+
+
+def _as_volume(volume: Any, voxel_size: Sequence[float] | None) -> tuple[Any, tuple[float, ...], bool]:
+    """``(z, y, x)`` array-like, voxel size and whether it is known."""
+    known = voxel_size is not None
+    if isinstance(volume, Volume):
+        if voxel_size is None:
+            voxel_size, known = volume.voxel_size, volume.voxel_size_known
+        volume = volume.data
+    if not hasattr(volume, "shape") or not hasattr(volume, "__getitem__"):
+        volume = np.asarray(volume)
+    if len(volume.shape) == 2:
+        volume = _AddZ(volume)
+    if len(volume.shape) != 3:
+        raise EmsegError(
+            f"expected a (z, y, x) or (y, x) grayscale volume, got shape {tuple(volume.shape)}; "
+            "pick one channel first"
+        )
+    vs = tuple(float(v) for v in (voxel_size or DEFAULT_VOXEL_SIZE))
+    if len(vs) == 2:
+        vs = (1.0, *vs)
+    return volume, vs, known
+
+
+class _AddZ:
+    """A 2D array-like seen as a volume of one slice."""
+
+    def __init__(self, image: Any) -> None:
+        self.image = image
+        self.shape = (1, *image.shape)
+        self.dtype = image.dtype
+
+    def __getitem__(self, key: Any) -> Any:
+        if key is Ellipsis:
+            return np.asarray(self.image[...])[None]
+        zs, *rest = key
+        part = self.image[tuple(rest)]
+        part = np.asarray(part.compute() if hasattr(part, "compute") else part)
+        return part[None][zs]

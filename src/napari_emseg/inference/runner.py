@@ -1,0 +1,244 @@
+"""Predict one block on the compute device: tiles in batches, blending, OOM back-off.
+
+:class:`BlockPredictor` owns the network and the device. For each block it cuts the (already
+normalised, already on-device) input into tiles, runs them in batches under
+``torch.inference_mode`` and autocast, multiplies each tile's probabilities by its blending
+window, accumulates weighted sums over the block in float32 and divides by the (separable)
+weight sum. Out of GPU memory, it halves the batch, then the tile, warns, and redoes the block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import itertools
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..device import autocast_dtype
+from ..errors import EmsegError
+from ..models.info import ModelInfo, apply_activation
+from .blending import outer, weight_sum_1d, window_1d
+from .config import InferenceConfig
+from .planes import predict_planes
+from .tiling import Block, block_tile_starts, overlap_voxels, round_tile
+from .tta import predict_tta
+
+__all__ = ["BlockPredictor", "is_oom", "OutOfMemory", "to_output_dtype"]
+
+logger = logging.getLogger(__name__)
+
+
+class OutOfMemory(EmsegError, MemoryError):
+    """The device ran out of memory even with one tile of the smallest shape."""
+
+
+def is_oom(err: BaseException) -> bool:
+    """Whether ``err`` is a device out-of-memory error (CUDA, or MPS/other backends' message)."""
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def to_output_dtype(p: torch.Tensor, dtype: str) -> torch.Tensor:
+    """Probabilities in [0, 1] as float16, or as uint8 ``round(255 p)``."""
+    if dtype == "uint8":
+        return p.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+    return p.to(torch.float16)
+
+
+class BlockPredictor:
+    """Runs a model over blocks of a volume on one device.
+
+    Parameters
+    ----------
+    model
+        An ``nn.Module`` with ``.info`` (:class:`~napari_emseg.models.info.ModelInfo`); moved to
+        ``device``, set to eval mode and, with ``config.channels_last``, its convolution weights
+        made channels-last.
+    info
+        The model's info.
+    config
+        Inference settings (batch, blending, precision, TTA, ...).
+    device
+        Where to compute.
+    mode
+        ``"3d"``, ``"slices"`` or ``"ortho"`` (resolved, never ``"auto"``).
+    tile
+        Initial tile ``(z, y, x)``, already rounded to ``info.input_multiple``.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        info: ModelInfo,
+        config: InferenceConfig,
+        device: torch.device,
+        mode: str,
+        tile: tuple[int, ...],
+    ) -> None:
+        self.info, self.config, self.device, self.mode = info, config, device, mode
+        self.tile = tuple(int(t) for t in tile)
+        self.batch = max(1, int(config.batch))
+        self.oom_events = 0
+        self.model = model.to(device).eval()
+        self.amp = autocast_dtype(device, config.precision)
+        self._format = None
+        if config.channels_last:
+            self._format = torch.channels_last_3d if mode == "3d" else torch.channels_last
+            _channels_last(self.model)
+        self._weights: dict[Any, Any] = {}
+        self._checked = False
+
+    # -- geometry --------------------------------------------------------------------------
+    @property
+    def overlap(self) -> tuple[int, ...]:
+        """Overlap in voxels for the current tile (none along z for slice-wise 2D)."""
+        ov = overlap_voxels(self.tile, self.config.overlap3())
+        return (0, *ov[1:]) if self.mode == "slices" else ov
+
+    @property
+    def multiple(self) -> tuple[int, ...]:
+        m = tuple(int(v) for v in self.info.input_multiple)
+        if self.mode == "slices":
+            return (1, *m[1:])
+        if self.mode == "ortho":  # every axis is some plane's y or x
+            return (max(m[1:]),) * 3
+        return m
+
+    def _tile_weight(self, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple) -> torch.Tensor:
+        """A tile's 3D blending weight; ``flags`` holds ``(flat_before, flat_after)`` per axis."""
+        key = (tile, overlap, flags)
+        if key not in self._weights:
+            cfg = self.config
+            wins = [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for t, o, f in zip(tile, overlap, flags)]
+            self._weights[key] = torch.from_numpy(outer(wins).astype(np.float32)).to(self.device)
+        return self._weights[key]
+
+    # -- networks --------------------------------------------------------------------------
+    def _net(self, x: torch.Tensor) -> torch.Tensor:
+        """Network forward on a batch, probabilities as float32."""
+        if self._format is not None:
+            x = x.contiguous(memory_format=self._format)
+        amp = (
+            torch.autocast(device_type=self.device.type, dtype=self.amp)
+            if self.amp is not None
+            else contextlib.nullcontext()
+        )
+        with amp:
+            y = self.model(x)
+        if not self._checked:
+            self._check_output(x, y)
+        return apply_activation(y.float(), self.info)
+
+    def _check_output(self, x: torch.Tensor, y: Any) -> None:
+        if not isinstance(y, torch.Tensor):
+            raise EmsegError(f"{type(self.model).__name__} returned {type(y).__name__}, expected a tensor")
+        want = (x.shape[0], self.info.out_channels, *x.shape[2:])
+        if tuple(y.shape) != want:
+            raise EmsegError(
+                f"{type(self.model).__name__}: input {tuple(x.shape)} gave output {tuple(y.shape)}, "
+                f"expected {want} (model.info lists {self.info.out_channels} channels "
+                f"{list(self.info.channel_names)}); the checkpoint's info does not match its network"
+            )
+        self._checked = True
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tiles ``(B, 1, Z, Y, X)`` -> probabilities ``(B, C, Z, Y, X)``."""
+        if self.mode == "3d":
+            return self._net(x)
+        return predict_planes(self._net, x, self.info, self.mode, self.batch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tiles -> probabilities, averaged over flips when TTA is on."""
+        if not self.config.tta:
+            return self._forward(x)
+        axes = (1, 2) if self.mode == "slices" else (0, 1, 2)
+        return predict_tta(self._forward, x, axes, self.info)
+
+    # -- blocks ----------------------------------------------------------------------------
+    def predict_block(self, x: torch.Tensor, block: Block) -> torch.Tensor:
+        """Blended probabilities ``(C, *written shape)`` for ``block``, whose normalised, padded
+        input region ``x`` ``(Z, Y, X)`` is on the device.
+
+        An out-of-memory error halves the batch (then the tile), logs a warning and redoes
+        the block; :class:`OutOfMemory` when nothing is left to shrink.
+        """
+        while True:
+            failure = None
+            try:
+                with torch.inference_mode():
+                    return self._predict_block(x, block)
+            except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
+                if not is_oom(err):
+                    raise
+                failure = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+            # outside the except block, so the failed attempt's tensors can be freed
+            self._back_off(failure)
+
+    def _back_off(self, failure: str) -> None:
+        self.oom_events += 1
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch > 1:
+            self.batch //= 2
+            logger.warning("out of memory (%s); retrying with batch %d", failure, self.batch)
+            return
+        smaller = round_tile([t // 2 for t in self.tile], self.multiple)
+        if self.mode == "slices":
+            smaller = (self.tile[0], *smaller[1:])
+        if smaller == self.tile:
+            raise OutOfMemory(
+                f"out of memory on {self.device} even with batch 1 and tile {self.tile} ({failure}); "
+                "use a smaller model, --precision bf16/fp16, or --device cpu"
+            )
+        self.tile = smaller
+        logger.warning("out of memory (%s); retrying with batch 1 and tile %s", failure, self.tile)
+
+    def _predict_block(self, x: torch.Tensor, block: Block) -> torch.Tensor:
+        shape = tuple(int(s) for s in x.shape)
+        crop = block.crop
+        tile = tuple(min(t, s) for t, s in zip(self.tile, shape))
+        overlap = tuple(min(o, t - 1) for o, t in zip(self.overlap, tile))
+        cfg = self.config
+        starts = block_tile_starts(shape, crop, tile, overlap)
+        # whether each tile is flush with the volume's edge (no neighbour to blend with there)
+        flags = [
+            [(bool(bb and s == 0), bool(ba and s + t == n)) for s in st]
+            for st, t, n, bb, ba in zip(starts, tile, shape, block.border_before, block.border_after)
+        ]
+        positions = list(itertools.product(*[range(len(st)) for st in starts]))
+        group = self.batch if self.mode == "3d" else max(1, self.batch // tile[0])
+        acc = torch.zeros((self.info.out_channels, *shape), dtype=torch.float32, device=self.device)
+        for i in range(0, len(positions), group):
+            chunk = positions[i : i + group]
+            regions = [
+                tuple(slice(starts[a][j], starts[a][j] + tile[a]) for a, j in enumerate(pos)) for pos in chunk
+            ]
+            y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
+            for k, (pos, r) in enumerate(zip(chunk, regions)):
+                w = self._tile_weight(tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)))
+                acc[(slice(None), *r)] += y[k].mul_(w)
+            del y
+        wz, wy, wx = (
+            torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])
+            .float()
+            .to(self.device)
+            for n, st, t, o, fl, c in zip(shape, starts, tile, overlap, flags, crop)
+        )
+        wsum = wz.view(-1, 1, 1) * wy.view(1, -1, 1) * wx.view(1, 1, -1)
+        return acc[(slice(None), *crop)].div_(wsum)
+
+
+def _channels_last(model: torch.nn.Module) -> None:
+    """Make 5D (3D conv) and 4D (2D conv) weights channels-last, in place."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 5:
+                p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+            elif p.dim() == 4:
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
