@@ -1,0 +1,43 @@
+"""State shared by the dock widgets of one viewer: the chosen encoder and the active model.
+
+One :class:`Session` per napari viewer (weakly keyed, so closing a viewer frees it). The
+Encoder widget sets the encoder; Fine-tune sets the active model when it saves a checkpoint;
+Segment uses it. Changes are announced with psygnal signals.
+"""
+
+from __future__ import annotations
+
+import weakref
+from pathlib import Path
+from typing import Any
+
+from psygnal import Signal
+
+
+class Session:
+    """Per-viewer choices of the napari-emseg widgets."""
+
+    encoder_changed = Signal(str)
+    model_changed = Signal(object)
+
+    def __init__(self) -> None:
+        self.encoder: str = "scratch-resunet"
+        self.model_path: Path | None = None
+
+    def set_encoder(self, name: str) -> None:
+        self.encoder = str(name)
+        self.encoder_changed.emit(self.encoder)
+
+    def set_model(self, path: str | Path | None) -> None:
+        self.model_path = Path(path) if path else None
+        self.model_changed.emit(self.model_path)
+
+
+_SESSIONS: weakref.WeakKeyDictionary[Any, Session] = weakref.WeakKeyDictionary()
+
+
+def session_for(viewer: Any) -> Session:
+    """The session of ``viewer`` (created on first use)."""
+    if viewer not in _SESSIONS:
+        _SESSIONS[viewer] = Session()
+    return _SESSIONS[viewer]

@@ -1,0 +1,103 @@
+"""Encoder and Fine-tune widgets in a real viewer: choices, a short fine-tune, Cancel, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.qt
+
+
+@pytest.fixture
+def viewer_with_sample(make_napari_viewer, tiny_em):
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_em.raw, name="raw", scale=tiny_em.voxel_size)
+    painted = np.zeros_like(tiny_em.mitochondria)
+    for z in (3, 8):
+        painted[z] = tiny_em.mitochondria[z]
+    viewer.add_labels(painted, name="painted", scale=tiny_em.voxel_size)
+    return viewer
+
+
+def tiny_model_checkpoint(tmp_path):
+    from napari_emseg.models import ModelConfig, build_model, save_checkpoint
+    from napari_emseg.models.heads import head_info
+
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    return save_checkpoint(tmp_path / "tiny-bcd.safetensors", model)
+
+
+def test_encoder_widget_lists_catalogue_and_device(make_napari_viewer, tmp_path):
+    from napari_emseg._qt.encoder_widget import EncoderWidget
+    from napari_emseg._qt.session import session_for
+
+    viewer = make_napari_viewer()
+    w = EncoderWidget(viewer)
+    assert w.list.count() >= 6
+    assert "CPU" in w.device_label.text() or "CUDA" in w.device_label.text()
+    w.select("scratch-resunet")
+    assert session_for(viewer).encoder == "scratch-resunet"
+    assert "random initialisation" in w.card.toPlainText()
+    path = tiny_model_checkpoint(tmp_path)
+    w.load_path(path)
+    assert session_for(viewer).encoder == str(path)
+    assert "bcd" in w.card.toPlainText() or "contour" in w.card.toPlainText()
+
+
+def test_finetune_flow_saves_model_and_previews(viewer_with_sample, qtbot, tmp_path, monkeypatch):
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.session import session_for
+
+    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
+    viewer = viewer_with_sample
+    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
+    w = FineTuneWidget(viewer)
+    w.image_combo.value = viewer.layers["raw"]
+    w.labels_combo.value = viewer.layers["painted"]
+    w.steps.setValue(6)
+    runner = w.start()
+    assert runner is not None
+    qtbot.waitUntil(lambda: not runner.running, timeout=120_000)
+    assert runner.error is None, runner.error
+    assert w.result.checkpoint.exists()
+    assert session_for(viewer).model_path == w.result.checkpoint
+    assert any(layer.name.startswith("preview") for layer in viewer.layers)
+    assert w.curve.series["loss"]
+
+
+def test_cancel_stops_within_a_step_and_keeps_the_model(viewer_with_sample, qtbot, tmp_path, monkeypatch):
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.session import session_for
+
+    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
+    viewer = viewer_with_sample
+    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
+    w = FineTuneWidget(viewer)
+    w.image_combo.value = viewer.layers["raw"]
+    w.labels_combo.value = viewer.layers["painted"]
+    w.steps.setValue(100_000)
+    runner = w.start()
+    qtbot.waitUntil(lambda: bool(w.curve.series.get("loss")), timeout=120_000)
+    w.cancel()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    assert w.result is not None and w.result.stopped == "cancelled"
+    assert w.result.steps < 100
+    assert w.result.checkpoint.exists()
+
+
+def test_wrong_layer_choices_are_explained(make_napari_viewer, monkeypatch):
+    from napari_emseg._qt import finetune_widget as fw
+
+    messages = []
+    monkeypatch.setattr(fw, "show_warning", messages.append)
+    viewer = make_napari_viewer()
+    w = fw.FineTuneWidget(viewer)
+    assert w.start() is None and "choose an image" in messages[-1]
+    viewer.add_image(np.zeros((4, 16, 16), np.uint8), name="raw")
+    viewer.add_labels(np.zeros((4, 8, 8), np.uint32), name="small")
+    w.image_combo.value = viewer.layers["raw"]
+    w.labels_combo.value = viewer.layers["small"]
+    assert w.start() is None and "does not match" in messages[-1]
+    layer = w.create_labels_layer()
+    assert layer.data.shape == (4, 16, 16)
