@@ -30,32 +30,59 @@ _MAX_ROUNDS = 32
 
 
 def label_sizes(labels: np.ndarray, n: int | None = None) -> np.ndarray:
-    """Voxel count per id ``0..max`` (or ``0..n-1``) as int64."""
-    flat = labels.ravel()
-    if flat.dtype == np.uint64:
-        if flat.size and int(flat.max()) >= 2**62:
-            raise ValueError("label ids above 2**62 are not supported; relabel first")
-        flat = flat.view(np.int64)
-    return np.bincount(flat, minlength=n or 0).astype(np.int64)
+    """Voxel count per id ``0..max`` (or ``0..n-1``) as int64, counted section by section."""
+    top = int(labels.max()) if labels.size else 0
+    if top >= 2**62:
+        raise ValueError("label ids above 2**62 are not supported; relabel first")
+    size = max(top + 1, n or 0)
+    sizes = np.zeros(size, np.int64)
+    for section in labels.reshape(labels.shape[0], -1) if labels.ndim > 1 else [labels]:
+        flat = section.view(np.int64) if section.dtype == np.uint64 else section
+        sizes += np.bincount(flat, minlength=size)
+    return sizes
 
 
 def region_adjacency(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of touching labels ``(u, v)`` with ``u < v`` and their contact area in voxel faces.
 
     Background (0) is included as a label, so callers decide whether touching 0 counts.
+    Counted section by section along axis 0, so memory stays proportional to one section
+    (with per-section fragments every voxel face between sections is a contact).
     """
-    us, vs = [], []
-    for ax in range(labels.ndim):
-        lo = [slice(None)] * labels.ndim
-        hi = [slice(None)] * labels.ndim
-        lo[ax], hi[ax] = slice(None, -1), slice(1, None)
-        a, b = labels[tuple(lo)], labels[tuple(hi)]
+    if labels.ndim == 1:
+        labels = labels[None]
+    top = int(labels.max()) if labels.size else 0
+    if top >= 2**31:
+        raise ValueError("region adjacency needs label ids below 2**31; relabel first")
+    base = top + 1
+    keys, counts = [], []
+
+    def add(a: np.ndarray, b: np.ndarray) -> None:
         diff = a != b
-        us.append(a[diff])
-        vs.append(b[diff])
-    u = np.concatenate(us).astype(np.int64)
-    v = np.concatenate(vs).astype(np.int64)
-    return _coalesce(np.minimum(u, v), np.maximum(u, v), np.ones(u.size, np.int64))
+        if not diff.any():
+            return
+        a = a[diff].astype(np.int64)
+        b = b[diff].astype(np.int64)
+        k, c = np.unique(np.minimum(a, b) * base + np.maximum(a, b), return_counts=True)
+        keys.append(k)
+        counts.append(c)
+
+    for z in range(labels.shape[0]):
+        section = labels[z]
+        for ax in range(section.ndim):
+            lo = [slice(None)] * section.ndim
+            hi = [slice(None)] * section.ndim
+            lo[ax], hi[ax] = slice(None, -1), slice(1, None)
+            add(section[tuple(lo)], section[tuple(hi)])
+        if z:
+            add(labels[z - 1], section)
+    if not keys:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, empty
+    k, inverse = np.unique(np.concatenate(keys), return_inverse=True)
+    c = np.bincount(inverse, weights=np.concatenate(counts)).astype(np.int64)
+    u, v = np.divmod(k, base)
+    return u, v, c
 
 
 def _coalesce(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

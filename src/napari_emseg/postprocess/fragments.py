@@ -65,7 +65,7 @@ class Fragments:
     masked
         uint64 fragments, 0 on boundary voxels (what waterz agglomerates).
     filled
-        uint64 fragments covering every voxel (same ids), for the final labels.
+        uint32 fragments covering every voxel (same ids), for the final labels.
     count
         Number of fragments (ids run 1..count).
     """
@@ -131,7 +131,7 @@ def fragments_job(
     nz = affs.shape[1]
     watch = Stopwatch()
     masked = np.zeros(affs.shape[1:], np.uint64)
-    filled = np.zeros(affs.shape[1:], np.uint64)
+    filled = np.zeros(affs.shape[1:], np.uint32)
     if config.mode == "2d":
         count = 0
         for z in range(nz):
@@ -141,7 +141,7 @@ def fragments_job(
                 masked[z] = m
                 masked[z][m > 0] += np.uint64(count)
                 filled[z] = f
-                filled[z][f > 0] += np.uint64(count)
+                filled[z][f > 0] += np.uint32(count)
             count += n
             yield watch.event(z + 1, nz, stage="fragments", message=f"{count} fragments")
         return Fragments(masked, filled, count)

@@ -17,18 +17,20 @@ __all__ = ["VolumeTooLargeError", "available_memory", "estimate_bytes", "check_m
 
 logger = logging.getLogger(__name__)
 
-# Peak bytes per voxel of each in-memory path, measured with tracemalloc on 64x256x256 volumes
-# and rounded up (see docs/postprocess.md). "3d" variants hold whole-volume watershed
-# temporaries (float64 heights, int32 markers), "2d" ones only a section's worth.
+# Peak bytes per voxel of each in-memory path beyond its input map: peak RSS measured on a
+# 64x256x256 synthetic volume (affinities/2d 38, /3d 66, boundaries/2d 38, /3d 65, bcd/2d 12,
+# bcd/3d 31, semantic 14), rounded up by ~25%. "3d" variants hold whole-volume watershed
+# temporaries (float64 heights, int32 markers, distance transforms), "2d" ones a section's worth.
+# Paths that read whole channels of a map add them with ``extra_per_voxel``.
 BYTES_PER_VOXEL: dict[str, int] = {
     "affinities/2d": 48,
-    "affinities/3d": 96,
-    "boundaries/2d": 56,
-    "boundaries/3d": 104,
-    "bcd/2d": 24,
-    "bcd/3d": 56,
-    "semantic/2d": 24,
-    "semantic/3d": 24,
+    "affinities/3d": 84,
+    "boundaries/2d": 48,
+    "boundaries/3d": 84,
+    "bcd/2d": 16,
+    "bcd/3d": 40,
+    "semantic/2d": 18,
+    "semantic/3d": 18,
 }
 
 MEMORY_FRACTION = 0.8

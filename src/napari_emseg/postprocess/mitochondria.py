@@ -102,7 +102,8 @@ def bcd_watershed(
 def mitochondria_job(probs: Any, config: MitoConfig = MitoConfig()) -> Job[np.ndarray]:
     """Mitochondrion labels (uint32, consecutive) from a BCD map ``(3, Z, Y, X)``, with progress."""
     shape = check_map(probs, 3, "bcd")
-    check_memory(shape[1:], f"bcd/{config.mode}", what="mitochondria from BCD maps")
+    whole = 3 * np.dtype(probs.dtype).itemsize if config.mode == "3d" else 0  # channels read at once
+    check_memory(shape[1:], f"bcd/{config.mode}", extra_per_voxel=whole, what="mitochondria from BCD maps")
     scale = map_scale(probs)
     watch = Stopwatch()
     nz = shape[1]

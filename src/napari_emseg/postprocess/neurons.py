@@ -128,8 +128,6 @@ def agglomeration_job(
     scores = np.maximum.accumulate(scores) if len(scores) else scores
     filled, count = frags.filled, frags.count
     del frags
-    if count < 2**32 - 1:
-        filled = filled.astype(np.uint32)
     yield _event("adjacency", "fragment sizes and contacts")
     sizes = label_sizes(filled, count + 1)
     adjacency = region_adjacency(filled)

@@ -62,7 +62,8 @@ def class_map(probs: Any) -> np.ndarray:
 def semantic_job(probs: Any, config: SemanticConfig = SemanticConfig()) -> Job[np.ndarray]:
     """Instance labels (uint32) or a size-filtered class map from a semantic map, with progress."""
     shape = check_map(probs, None, "semantic")
-    check_memory(shape[1:], f"semantic/{config.mode}", what="objects from a semantic map")
+    check_memory(shape[1:], f"semantic/{config.mode}", extra_per_voxel=2 * np.dtype(probs.dtype).itemsize,
+                 what="objects from a semantic map")
     watch = Stopwatch()
     yield Progress(0, shape[0], "classes", "arg-max over classes")
     classes = class_map(probs)
