@@ -16,6 +16,7 @@ from napari_emseg.postprocess import (
     extract_instances_job,
     waterz_agglomerate,
 )
+from napari_emseg.postprocess.affinities import zero_at_boundaries
 from napari_emseg.postprocess.fragments import FragmentConfig, fragments_job
 from napari_emseg.postprocess.maps import MapError
 from napari_emseg.progress import Progress, drain
@@ -48,9 +49,17 @@ def test_fragments_over_segment_and_agglomeration_joins_them(sample):
     # 2D fragments: one or more per neuron section, none crossing a section
     assert frags.count > len(np.unique(sample.neurons))
     for z in range(1, affs.shape[1]):
-        shared = np.intersect1d(np.unique(frags.filled[z]), np.unique(frags.filled[z - 1]))
+        shared = np.intersect1d(np.unique(frags.labels[z]), np.unique(frags.labels[z - 1]))
         assert shared.size == 0
-    assert (frags.masked == 0).any() and not (frags.filled == 0).any()
+    assert frags.boundary.any() and not (frags.labels == 0).any()
+    # boundary voxels lie where the ground truth changes (one voxel on each side of a cut)
+    n = sample.neurons
+    cut = np.zeros_like(frags.boundary)
+    for diff, hi, lo in ((n[:, 1:] != n[:, :-1], np.s_[:, 1:], np.s_[:, :-1]),
+                         (n[:, :, 1:] != n[:, :, :-1], np.s_[:, :, 1:], np.s_[:, :, :-1])):
+        cut[hi] |= diff
+        cut[lo] |= diff
+    assert (frags.boundary & cut).sum() > 0.8 * frags.boundary.sum()
     agg = build_agglomeration(affs, NeuronConfig())
     assert agg.n_segments(0.0) == frags.count
     assert agg.n_segments(0.5) < frags.count / 5
@@ -72,10 +81,12 @@ def test_threshold_reruns_reproduce_waterz_exactly(sample):
     for merge in ("mean", "quantile_50"):
         agg = build_agglomeration(affs, NeuronConfig(merge_function=merge))
         frags = drain(fragments_job(affs, FragmentConfig()), show=False)
-        thresholds = [0.05, 0.15, 0.33, 0.6]
-        direct = {t: seg for t, seg, _, _ in waterz_agglomerate(affs, frags.masked, thresholds, merge)}
+        cut = zero_at_boundaries(affs.copy(), frags.boundary)
+        thresholds = [0.05, 0.15, 0.33, 0.6, 0.85]
+        direct = {t: seg for t, seg, _, _ in waterz_agglomerate(cut, frags.labels, thresholds, merge)}
+        assert len({len(np.unique(seg)) for seg in direct.values()}) > 2  # the thresholds matter here
         for t in thresholds:
-            replay = agg.lookup(t)[frags.masked.astype(np.int64)]
+            replay = agg.lookup(t)[frags.labels]
             assert _same_partition(replay, direct[t]), (merge, t)
 
 

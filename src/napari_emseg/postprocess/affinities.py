@@ -16,7 +16,7 @@ from ..finetune.targets import _pair_slices
 from ..models.info import NN_OFFSETS
 from .maps import MapError, map_scale, read_channel
 
-__all__ = ["affinities_from_boundaries", "inside_map", "check_offsets"]
+__all__ = ["affinities_from_boundaries", "inside_map", "check_offsets", "zero_at_boundaries"]
 
 
 def check_offsets(offsets: Sequence[Sequence[int]] | None, channels: int, what: str) -> tuple:
@@ -112,3 +112,17 @@ def inside_map(affs: np.ndarray, axes: Sequence[int], z: int | None = None) -> n
         np.minimum(m[hi_t], edge, out=m[hi_t])
         np.minimum(m[lo_t], edge, out=m[lo_t])
     return m
+
+
+def zero_at_boundaries(affs: np.ndarray, boundary: np.ndarray) -> np.ndarray:
+    """Set the nearest-neighbour affinities (channels 0-2) of edges touching ``boundary`` to 0, in place.
+
+    Used before agglomeration: a contact between two fragments through boundary voxels (where
+    voxels were assigned to a fragment only by proximity) is evidence against merging them,
+    whatever the affinity map says there; contacts through their interiors keep their values.
+    """
+    for c, off in enumerate(NN_OFFSETS):
+        pa, pb = _pair_slices(boundary.shape, off)
+        edge = affs[c][pa]
+        edge[boundary[pa] | boundary[pb]] = 0.0
+    return affs

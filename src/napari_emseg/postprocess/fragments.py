@@ -7,12 +7,11 @@ Per section (``mode="2d"``, the usual choice for anisotropic serial-section EM) 
 2. the *mask*: voxels whose inside map exceeds ``boundary_threshold``; the rest is boundary;
 3. *seeds*: maxima of the (Gaussian-smoothed) distance transform of the mask, at most one per
    ``min_seed_distance`` window (the distance-transform watershed of the LSD/funkey pipelines);
-4. a seeded watershed of ``1 - inside`` restricted to the mask: the fragments waterz agglomerates
-   (boundary voxels stay 0, so no region-graph edge crosses a boundary through a mis-assigned
-   voxel);
-5. *filled* fragments that cover every voxel, used for the final labels: each boundary voxel
-   goes to the nearest fragment (Euclidean, anisotropic in 3D), 4x cheaper than a second
-   watershed and the same on boundaries a few voxels thick.
+4. a seeded watershed of ``1 - inside`` restricted to the mask;
+5. *filling*: each boundary voxel goes to the nearest fragment (Euclidean, anisotropic in 3D),
+   so fragments cover every voxel and two neighbours touch along their whole boundary, not
+   only where the boundary has a hole. The boundary mask is kept: agglomeration counts the
+   affinities of edges that touch a boundary voxel as 0 (see :mod:`.neurons`).
 """
 
 from __future__ import annotations
@@ -62,16 +61,16 @@ class Fragments:
 
     Attributes
     ----------
-    masked
-        uint64 fragments, 0 on boundary voxels (what waterz agglomerates).
-    filled
-        uint32 fragments covering every voxel (same ids), for the final labels.
+    labels
+        uint32 fragments covering every voxel, ids 1..count.
+    boundary
+        bool, the voxels outside the mask (on or next to a cut edge), filled by nearest fragment.
     count
-        Number of fragments (ids run 1..count).
+        Number of fragments.
     """
 
-    masked: np.ndarray
-    filled: np.ndarray
+    labels: np.ndarray
+    boundary: np.ndarray
     count: int
 
 
@@ -130,27 +129,26 @@ def fragments_job(
     """
     nz = affs.shape[1]
     watch = Stopwatch()
-    masked = np.zeros(affs.shape[1:], np.uint64)
-    filled = np.zeros(affs.shape[1:], np.uint32)
+    labels = np.zeros(affs.shape[1:], np.uint32)
+    boundary = np.zeros(affs.shape[1:], bool)
     if config.mode == "2d":
         count = 0
         for z in range(nz):
             inside = inside_map(affs, (1, 2), z=z)
             m, f, n = seeded_fragments(inside, config)
+            boundary[z] = m == 0
             if n:
-                masked[z] = m
-                masked[z][m > 0] += np.uint64(count)
-                filled[z] = f
-                filled[z][f > 0] += np.uint32(count)
+                labels[z] = f
+                labels[z][f > 0] += np.uint32(count)
             count += n
             yield watch.event(z + 1, nz, stage="fragments", message=f"{count} fragments")
-        return Fragments(masked, filled, count)
+        return Fragments(labels, boundary, count)
     yield watch.event(0, 1, stage="fragments", message="3D watershed")
     inside = inside_map(affs, (0, 1, 2))
     sampling = tuple(float(v) for v in voxel_size) if voxel_size is not None else None
     m, f, count = seeded_fragments(inside, config, sampling)
     del inside
-    masked[...] = m
-    filled[...] = f
+    np.equal(m, 0, out=boundary)
+    labels[...] = f
     yield watch.event(1, 1, stage="fragments", message=f"{count} fragments")
-    return Fragments(masked, filled, count)
+    return Fragments(labels, boundary, count)

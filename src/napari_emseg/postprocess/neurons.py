@@ -20,7 +20,7 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..progress import Job, Progress, drain
-from .affinities import affinities_from_boundaries, check_offsets
+from .affinities import affinities_from_boundaries, check_offsets, zero_at_boundaries
 from .agglomerate import MERGE_FUNCTIONS, Agglomeration, waterz_agglomerate
 from .cleanup import SmallMode, label_sizes, region_adjacency
 from .fragments import FragmentConfig, fragments_job
@@ -52,7 +52,9 @@ class NeuronConfig(Config):
         step 5 (see :data:`~napari_emseg.postprocess.agglomerate.MERGE_FUNCTIONS`).
     threshold
         Merge-score threshold: higher merges more (fewer segments). Tune it on painted slices;
-        the best value differs by metric and data (DESIGN.md science notes).
+        the best value differs by metric and data (DESIGN.md science notes). Scores count
+        boundary contacts as affinity 0, so same-object fragments score about the fraction of
+        their contact that runs through boundary voxels: 0.5 suits clean maps.
     max_threshold
         The agglomeration history is recorded up to this threshold, so re-runs at any threshold
         up to it are instant.
@@ -65,7 +67,7 @@ class NeuronConfig(Config):
 
     fragments: FragmentConfig = FragmentConfig()
     merge_function: str = "mean"
-    threshold: float = 0.3
+    threshold: float = 0.5
     max_threshold: float = 1.0
     min_size: int = 100
     small: SmallMode = "merge"
@@ -106,8 +108,14 @@ def agglomeration_job(
     config: NeuronConfig = NeuronConfig(),
     *,
     voxel_size: Sequence[float] | None = None,
+    overwrite_affs: bool = False,
 ) -> Job[Agglomeration]:
     """Fragments and one waterz pass to ``config.max_threshold``; returns an :class:`Agglomeration`.
+
+    waterz agglomerates the filled fragments on the affinities with every edge that touches a
+    boundary voxel set to 0 (:func:`~.affinities.zero_at_boundaries`): two fragments that meet
+    only along a boundary score 1 - 0, two that share interior contact keep their affinities, and
+    a hole in a boundary no longer joins the objects on both sides on its own.
 
     Parameters
     ----------
@@ -118,20 +126,25 @@ def agglomeration_job(
         :meth:`Agglomeration.segmentation`).
     voxel_size
         ``(z, y, x)`` nm, for 3D fragments on anisotropic data.
+    overwrite_affs
+        Allow zeroing the boundary edges of ``affs`` in place (saves a copy of three channels).
     """
     frags = yield from fragments_job(affs, config.fragments, voxel_size=voxel_size)
     yield _event("agglomerate", f"waterz on {frags.count} fragments ({config.merge_function})")
+    cut = affs[:3] if overwrite_affs and affs.dtype == np.float32 else np.array(affs[:3], np.float32)
+    zero_at_boundaries(cut, frags.boundary)
+    labels, count = frags.labels, frags.count
+    del frags
     ((_, _, pairs, scores),) = waterz_agglomerate(
-        affs, frags.masked, [config.max_threshold], config.merge_function, copy_segmentations=False
+        cut, labels, [config.max_threshold], config.merge_function, copy_segmentations=False
     )
+    del cut
     # waterz merges in order of non-decreasing score; the running maximum makes that exact
     scores = np.maximum.accumulate(scores) if len(scores) else scores
-    filled, count = frags.filled, frags.count
-    del frags
     yield _event("adjacency", "fragment sizes and contacts")
-    sizes = label_sizes(filled, count + 1)
-    adjacency = region_adjacency(filled)
-    return Agglomeration(filled, pairs, scores, float(config.max_threshold), sizes, adjacency)
+    sizes = label_sizes(labels, count + 1)
+    adjacency = region_adjacency(labels)
+    return Agglomeration(labels, pairs, scores, float(config.max_threshold), sizes, adjacency)
 
 
 def build_agglomeration(
@@ -158,7 +171,7 @@ def neurons_job(
     check_memory(shape, f"{target}/{config.fragments.mode}", what=f"neurons from {target}")
     yield _event("read", f"reading {target}")
     affs = affinities_for_waterz(probs, target, offsets)
-    agg = yield from agglomeration_job(affs, config, voxel_size=voxel_size)
+    agg = yield from agglomeration_job(affs, config, voxel_size=voxel_size, overwrite_affs=True)
     del affs
     yield _event("relabel", f"threshold {config.threshold}")
     return agg.segmentation(config.threshold, min_size=config.min_size, small=config.small)
