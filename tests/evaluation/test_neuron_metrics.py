@@ -32,20 +32,20 @@ def test_perfect_prediction_scores_zero(gt):
 def test_a_split_raises_only_voi_split_and_lowers_rand_recall(gt):
     pred = gt.copy()
     pred[:, :, 15:20] = 7  # object 2 cut in two halves
-    v = voi(gt, pred)
+    v = voi(pred, gt)
     assert v.split == pytest.approx(1 / 3, rel=1e-6)  # a third of the voxels cut in equal halves: 1 bit
     assert v.merge == pytest.approx(0, abs=1e-9)
-    r = adapted_rand(gt, pred)
+    r = adapted_rand(pred, gt)
     assert r.error > 0 and r.recall < 1 and r.precision == pytest.approx(1)
 
 
 def test_a_merge_raises_only_voi_merge_and_lowers_rand_precision(gt):
     pred = gt.copy()
     pred[pred == 3] = 2  # objects 2 and 3 merged
-    v = voi(gt, pred)
+    v = voi(pred, gt)
     assert v.merge > 0.3
     assert v.split == pytest.approx(0, abs=1e-9)
-    r = adapted_rand(gt, pred)
+    r = adapted_rand(pred, gt)
     assert r.error > 0 and r.precision < 1 and r.recall == pytest.approx(1)
 
 
@@ -62,11 +62,11 @@ def test_matches_skimage_on_random_segmentations():
     gt = rng.integers(0, 6, (5, 30, 30)).astype(np.uint16)
     pred = rng.integers(0, 9, (5, 30, 30)).astype(np.uint64) * 1000
     split, merge = variation_of_information(gt, pred, ignore_labels=(0,))  # [H(pred|gt), H(gt|pred)]
-    v = voi(gt, pred)
+    v = voi(pred, gt)
     assert (v.split, v.merge) == pytest.approx((split, merge))
     assert split != pytest.approx(merge)  # the order matters here
     are, *_ = adapted_rand_error(gt, pred, ignore_labels=(0,))
-    r = adapted_rand(gt, pred)
+    r = adapted_rand(pred, gt)
     assert r.error == pytest.approx(are)
     assert r.error == pytest.approx(1 - 2 * r.precision * r.recall / (r.precision + r.recall))
 

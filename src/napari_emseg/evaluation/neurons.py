@@ -59,13 +59,14 @@ def _table(gt: Any, pred: Any, table: Contingency | None) -> Contingency:
     return table if table is not None else contingency(gt, pred)
 
 
-def voi(gt: Any = None, pred: Any = None, *, table: Contingency | None = None) -> VOI:
+def voi(pred: Any = None, gt: Any = None, *, table: Contingency | None = None) -> VOI:
     """VOI split and merge over ground-truth-labelled voxels (gt 0 ignored).
 
     Parameters
     ----------
-    gt, pred
-        Label volumes of the same shape (or pass ``table``).
+    pred, gt
+        Label volumes of the same shape (or pass ``table``). Note the order: prediction first,
+        as everywhere in :mod:`napari_emseg.evaluation` (scikit-image takes ground truth first).
     table
         A :func:`~.table.contingency` of ``gt`` and ``pred``, to share between metrics.
     """
@@ -77,7 +78,7 @@ def voi(gt: Any = None, pred: Any = None, *, table: Contingency | None = None) -
     return VOI(float(max(split, 0.0)), float(max(merge, 0.0)))
 
 
-def adapted_rand(gt: Any = None, pred: Any = None, *, table: Contingency | None = None) -> ARand:
+def adapted_rand(pred: Any = None, gt: Any = None, *, table: Contingency | None = None) -> ARand:
     """Adapted Rand error over ground-truth-labelled voxels (gt 0 ignored), with precision/recall."""
     t = _table(gt, pred, table).without_gt_background().astype(np.float64)
     n = t.sum()
