@@ -66,21 +66,26 @@ class ConvNet(nn.Module):
 class TrueAffinities(nn.Module):
     """Nearest-neighbour affinities computed from the input: ``exp(-|x(p) - x(p + o)|)``, 0 where
     ``p + o`` is outside the tile. Flipping the input and un-flipping the output gives the same
-    map only if the affinity shift is undone, which makes it a probe for TTA."""
+    map only if the affinity shift is undone, which makes it a probe for TTA. As a 2D model
+    (``spatial_dims=2``) it computes the in-plane channels and leaves ``aff_z`` at 0: in
+    ortho-plane mode the xz and yz planes must supply the volume's ``aff_z``."""
 
-    def __init__(self) -> None:
+    def __init__(self, spatial_dims: int = 3, tile=(8, 16, 16)) -> None:
         super().__init__()
         self.dummy = nn.Parameter(torch.zeros(1))
-        self.info = ModelInfo(target="affinities", activation="none", input_multiple=(1, 1, 1), tile=(8, 16, 16))
+        self.info = ModelInfo(target="affinities", activation="none", input_multiple=(1, 1, 1), tile=tile,
+                              spatial_dims=spatial_dims)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = []
+        first = 3 - (x.dim() - 2)  # first volume axis the tensor has (0 for 3D, 1 for 2D planes)
         for o in self.info.offsets:
             a = torch.zeros_like(x)
-            dim = 2 + [i for i, v in enumerate(o) if v][0]
-            n = x.shape[dim]
-            # neighbour p - 1 along dim
-            a.narrow(dim, 1, n - 1).copy_(torch.exp(-(x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).abs()))
+            axis = [i for i, v in enumerate(o) if v][0]
+            if axis >= first:
+                dim = 2 + axis - first
+                n = x.shape[dim]  # neighbour p - 1 along dim
+                a.narrow(dim, 1, n - 1).copy_(torch.exp(-(x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)).abs()))
             out.append(a)
         return torch.cat(out, dim=1)
 

@@ -33,8 +33,8 @@ class InferenceConfig(Config):
     sigma_scale
         Gaussian sigma as a fraction of the tile, per axis (MONAI's default 0.125).
     batch
-        Tiles per forward pass (3D models) or planes per forward pass (2D models). Halved on
-        out-of-memory, then the tile is halved.
+        Tiles per forward pass (3D models) or planes per forward pass (2D models); ``None``:
+        4 tiles or 16 planes. Halved on out-of-memory, then the tile is halved.
     block
         Approximate output block ``(z, y, x)``: the unit that is read (with context), predicted,
         written and recorded for resume. Rounded to a multiple of the tile stride (or of the
@@ -60,6 +60,8 @@ class InferenceConfig(Config):
         Blocks read ahead by a background thread while the network runs.
     resume
         Skip blocks that an earlier, interrupted run with the same settings already wrote.
+    norm_samples
+        Voxels sampled, once per volume, to find its intensity percentiles (``model.info.norm``).
     max_in_memory_gb
         Largest output returned as a numpy array when no ``out`` is given.
     zarr_format
@@ -70,7 +72,7 @@ class InferenceConfig(Config):
     overlap: float | tuple[float, float, float] = 0.25
     blend: Blend = "gaussian"
     sigma_scale: float = 0.125
-    batch: int = 4
+    batch: int | None = None
     block: tuple[int, int, int] = (32, 256, 256)
     mode: Mode = "auto"
     device: str = "auto"
@@ -78,8 +80,9 @@ class InferenceConfig(Config):
     tta: bool = False
     dtype: Literal["float16", "uint8"] = "float16"
     channels_last: bool = False
-    prefetch: int = 2
+    prefetch: int = 1
     resume: bool = True
+    norm_samples: int = 4_000_000
     max_in_memory_gb: float = 4.0
     zarr_format: int = 2
 

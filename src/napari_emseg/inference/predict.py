@@ -130,7 +130,7 @@ def predict_tiled(
     blocks = plan_blocks(shape, tile, overlap, block)
 
     yield Progress(0, len(blocks), "normalise", "intensity range of the volume")
-    lo, hi = intensity_range(data, info.norm)  # once per volume, never per tile
+    lo, hi = intensity_range(data, info.norm, max_voxels=config.norm_samples)  # once, never per tile
     c_out = info.out_channels
     settings = {
         "tile": tile, "overlap": overlap, "block": block, "mode": mode, "blend": config.blend,

@@ -82,7 +82,7 @@ class BlockPredictor:
     ) -> None:
         self.info, self.config, self.device, self.mode = info, config, device, mode
         self.tile = tuple(int(t) for t in tile)
-        self.batch = max(1, int(config.batch))
+        self.batch = max(1, int(config.batch or (4 if mode == "3d" else 16)))
         self.oom_events = 0
         self.model = model.to(device).eval()
         self.amp = autocast_dtype(device, config.precision)
@@ -109,14 +109,24 @@ class BlockPredictor:
             return (max(m[1:]),) * 3
         return m
 
-    def _tile_weight(self, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple) -> torch.Tensor:
-        """A tile's 3D blending weight; ``flags`` holds ``(flat_before, flat_after)`` per axis."""
-        key = (tile, overlap, flags)
-        if key not in self._weights:
-            cfg = self.config
-            wins = [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for t, o, f in zip(tile, overlap, flags)]
-            self._weights[key] = torch.from_numpy(outer(wins).astype(np.float32)).to(self.device)
-        return self._weights[key]
+    def _weigh(self, y: torch.Tensor, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple) -> torch.Tensor:
+        """Multiply a tile's prediction ``(C, Z, Y, X)`` in place by its blending weight.
+
+        The weight is separable: a cached ``(Y, X)`` plane times a cached ``z`` vector, so the
+        cache stays small (a few kB per variant) whatever the tile.
+        """
+        cfg = self.config
+        kz, kyx = (tile[0], overlap[0], flags[0]), (tile[1:], overlap[1:], flags[1:])
+        if kz not in self._weights:
+            wz = window_1d(tile[0], overlap[0], cfg.blend, cfg.sigma_scale, *flags[0])
+            const = bool((wz == 1).all())  # e.g. no overlap along z: nothing to multiply
+            self._weights[kz] = None if const else torch.from_numpy(wz).to(self.device).view(-1, 1, 1)
+        if kyx not in self._weights:
+            wins = [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for t, o, f in zip(tile[1:], overlap[1:], flags[1:])]
+            self._weights[kyx] = torch.from_numpy(outer(wins).astype(np.float32)).to(self.device)
+        wz = self._weights[kz]
+        y.mul_(self._weights[kyx])
+        return y if wz is None else y.mul_(wz)
 
     # -- networks --------------------------------------------------------------------------
     def _net(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,8 +231,7 @@ class BlockPredictor:
             ]
             y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
             for k, (pos, r) in enumerate(zip(chunk, regions)):
-                w = self._tile_weight(tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)))
-                acc[(slice(None), *r)] += y[k].mul_(w)
+                acc[(slice(None), *r)] += self._weigh(y[k], tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)))
             del y
         wz, wy, wx = (
             torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])

@@ -4,7 +4,8 @@ Flipping the input along an axis and the output back gives the same map for flip
 targets (boundaries, BCD, classes). An affinity is not: after flipping back, channel ``c``
 (offset ``o``) holds the affinity between ``p`` and ``p - o``, which is the true channel at
 ``p - o``; it is shifted by ``o`` along each flipped axis to land on its voxel again (the
-``|o|`` voxels at the tile's far edge keep the unshifted value; they carry little blending weight).
+``|o|`` voxels at the tile edge the shift vacates keep the unshifted value: inside a volume they
+carry little blending weight; at the volume's edge they are affinities to outside the volume).
 """
 
 from __future__ import annotations
