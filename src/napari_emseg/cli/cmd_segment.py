@@ -1,0 +1,143 @@
+"""Predict probability maps over a volume of any size with a checkpoint (tiled, resumable).
+
+    napari-emseg segment --image raw.zarr --model mito.safetensors --out seg.zarr
+
+writes ``seg.zarr/predictions``: ``(C, Z, Y, X)`` maps in [0, 1] (float16, or uint8 with
+attribute ``scale: 255``), with the model's channel names, target, offsets and the voxel size in
+its attributes. The volume is read and written block by block, so it may be far larger than
+memory. Ctrl-C stops between blocks; the same command again resumes (``--restart``: start over).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "predict probability maps with a checkpoint, tiled over a volume of any size"
+PREDICTIONS = "predictions"
+"""Name of the prediction array inside ``--out``."""
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--image", required=True, help="the EM volume (any format napari-emseg reads)")
+    p.add_argument("--model", required=True, help="checkpoint (.safetensors) written by finetune")
+    p.add_argument("--out", required=True, help=f"output zarr container; maps go to OUT/{PREDICTIONS}")
+    p.add_argument("--tile", default=None, metavar="Z,Y,X", help="tile shape (default: the model's)")
+    p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default 0.25)")
+    p.add_argument("--batch", type=int, default=None, help="tiles (3D) or planes (2D) per pass; halved on OOM")
+    p.add_argument("--block", default=None, metavar="Z,Y,X", help="output block (default 32,256,256)")
+    p.add_argument("--device", default=None, help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
+    p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=None)
+    p.add_argument("--tta", action="store_true", help="average over flips (8x slower in 3D)")
+    p.add_argument("--ortho", action="store_true", help="2D model: average xy, xz and yz planes (isotropic data)")
+    p.add_argument("--mode", choices=["auto", "3d", "slices", "ortho"], default=None)
+    p.add_argument("--dtype", choices=["float16", "uint8"], default=None, help="output type (default float16)")
+    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    p.add_argument("--voxel-size", default=None, metavar="Z,Y,X", help="nm, when the file does not say")
+    p.add_argument("--restart", action="store_true", help="ignore an interrupted run's output and start over")
+    p.add_argument("--config", default=None, help="YAML/JSON InferenceConfig to start from")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any InferenceConfig field, e.g. --set blend=linear (repeatable)")
+
+
+def _triple(text: str | None) -> tuple[int, int, int] | None:
+    if not text:
+        return None
+    from ..errors import EmsegError
+
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise EmsegError(f"{text!r}: expected three integers z,y,x, e.g. 16,128,128") from None
+    if len(vals) != 3 or min(vals) < 1:
+        raise EmsegError(f"{text!r}: expected three positive integers z,y,x, e.g. 16,128,128")
+    return vals  # type: ignore[return-value]
+
+
+def build_config(args: argparse.Namespace):
+    """The :class:`~napari_emseg.inference.InferenceConfig` the arguments ask for."""
+    from ..inference import InferenceConfig
+
+    cfg = InferenceConfig.from_file(args.config) if args.config else InferenceConfig()
+    direct: dict[str, Any] = {
+        "tile": _triple(args.tile), "overlap": args.overlap, "batch": args.batch, "block": _triple(args.block),
+        "device": args.device, "precision": args.precision, "dtype": args.dtype,
+        "mode": "ortho" if args.ortho else args.mode,
+    }
+    if args.tta:
+        direct["tta"] = True
+    if args.restart:
+        direct["resume"] = False
+    cfg = cfg.replace(**{k: v for k, v in direct.items() if v is not None})
+    return cfg.override(args.overrides)
+
+
+def predict(args: argparse.Namespace) -> Any:
+    """Open the image and the checkpoint and write ``OUT/predictions``; returns the zarr array."""
+    from ..inference import predict_tiled
+    from ..io import open_volume
+    from ..models import load_model
+    from ..progress import drain
+
+    cfg = build_config(args)
+    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
+    image = open_volume(args.image, channel=args.channel, voxel_size=vs)
+    model = load_model(args.model, device="cpu", expect_in_channels=1)
+    _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
+    out = Path(args.out) / PREDICTIONS
+    attrs = {"source": {"image": str(args.image), "model": str(args.model)}}
+    job = predict_tiled(model, image, out, cfg, attrs=attrs)
+    return drain(job, desc="predict", show=not args.quiet)
+
+
+def postprocess(pred: Any, args: argparse.Namespace) -> Any:
+    """The step after prediction: a job (generator of Progress) to drain, or ``None``.
+
+    The instance-extraction issue hooks in here (e.g. by ``args.task``: waterz for neurons,
+    seeded watershed for mitochondria, writing next to ``pred`` in ``args.out``).
+    """
+    return None
+
+
+def segment(args: argparse.Namespace) -> dict[str, Any]:
+    """Predict, then post-process if a step is configured; returns a summary for printing."""
+    from ..progress import drain
+
+    t0 = time.perf_counter()
+    pred = predict(args)
+    summary: dict[str, Any] = {"predictions": pred, "seconds": time.perf_counter() - t0}
+    job = postprocess(pred, args)
+    if job is not None:
+        summary["postprocess"] = drain(job, desc="post-process", show=not args.quiet)
+    return summary
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..progress import Cancelled
+
+    try:
+        summary = segment(args)
+    except Cancelled:
+        print(f"napari-emseg: interrupted; run the same command again to resume into {args.out}")
+        return 130
+    pred, dt = summary["predictions"], summary["seconds"]
+    names = ", ".join(pred.attrs.get("channel_names", []))
+    print(f"{Path(args.out) / PREDICTIONS}: {tuple(pred.shape)} {pred.dtype} ({names}), "
+          f"{dt:.1f} s, {pred.size / pred.shape[0] / max(dt, 1e-9) / 1e6:.2f} Mvoxel/s")
+    return 0
+
+
+def _warn_on_resolution(model_vs: Any, data_vs: Any) -> None:
+    if not model_vs or not data_vs:
+        return
+    ratios = [float(d) / float(m) for d, m in zip(data_vs, model_vs) if float(m) > 0]
+    if ratios and (max(ratios) > 1.5 or min(ratios) < 1 / 1.5):
+        logger.warning(
+            "the model was trained at %s nm voxels, the image has %s nm: predictions may be poor; "
+            "resample the image or fine-tune on it", tuple(model_vs), tuple(data_vs),
+        )
