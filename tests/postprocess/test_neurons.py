@@ -165,6 +165,8 @@ def test_bad_inputs_raise_clear_errors(sample):
         from napari_emseg.postprocess import MitoConfig
 
         extract_instances(affs, "affinities", MitoConfig())
+    with pytest.raises(ConfigError, match="no instance extraction for target 'reconstruction'"):
+        extract_instances(affs, "reconstruction")
     assert {"mean", "median", "quantile_75"} <= set(MERGE_FUNCTIONS)
     # long-range channels after the first three are accepted (and ignored by waterz)
     long_range = np.concatenate([affs, affs[:1]])

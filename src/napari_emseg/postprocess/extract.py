@@ -41,8 +41,12 @@ TARGET_CONFIGS: dict[str, type[Config]] = {
 
 def default_config(target: str) -> Config:
     """The default config for ``target`` (see :data:`TARGET_CONFIGS`)."""
+    return _config_class(target)()
+
+
+def _config_class(target: str) -> type[Config]:
     try:
-        return TARGET_CONFIGS[target]()
+        return TARGET_CONFIGS[target]
     except KeyError:
         raise ConfigError(
             f"no instance extraction for target {target!r}; choose one of {sorted(TARGET_CONFIGS)}"
@@ -62,10 +66,8 @@ def extract_instances_job(
     Drive it with :func:`napari_emseg.progress.drain` (CLI) or a napari generator worker; the
     labels are its return value.
     """
-    cfg = config if config is not None else default_config(target)
-    expected = TARGET_CONFIGS.get(target)
-    if expected is None:
-        default_config(target)  # raises the message naming the valid targets
+    expected = _config_class(target)
+    cfg = config if config is not None else expected()
     if not isinstance(cfg, expected):
         raise ConfigError(
             f"target {target!r} takes a {expected.__name__}, got a {type(cfg).__name__}"
