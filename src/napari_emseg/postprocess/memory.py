@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 
 # Peak bytes per voxel of each in-memory path beyond its input map: peak RSS measured on a
 # 64x256x256 synthetic volume (affinities/2d 31, /3d 68, boundaries/2d 31, /3d 66, bcd/2d 12,
-# bcd/3d 31, semantic 14), rounded up by ~25% (2d paths by more: waterz's own C++ memory). "3d" variants hold whole-volume watershed
-# temporaries (float64 heights, int32 markers, distance transforms), "2d" ones a section's worth.
-# Paths that read whole channels of a map add them with ``extra_per_voxel``.
+# bcd/3d 31, semantic 14), rounded up by ~25 % (2d neuron paths by more, for waterz's own C++
+# memory). "3d" variants hold whole-volume watershed temporaries (float64 heights, int32
+# markers, distance transforms), "2d" ones a section's worth. Paths that read whole channels of
+# a map add them with ``extra_per_voxel``.
 BYTES_PER_VOXEL: dict[str, int] = {
     "affinities/2d": 48,
     "affinities/3d": 84,
