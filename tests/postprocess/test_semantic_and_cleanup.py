@@ -88,3 +88,15 @@ def test_too_large_for_memory_is_reported_before_running(monkeypatch, tiny_em, t
         extract_instances(maps[target], target)
     monkeypatch.setattr(memory_module, "available_memory", lambda: 10**12)
     assert extract_instances(maps[target], target).max() > 0
+
+
+def test_contacts_are_summed_per_pair_before_choosing_a_neighbour():
+    from napari_emseg.postprocess.cleanup import small_objects_lut
+
+    sizes = np.array([0, 50, 50, 5])
+    # object 3 touches 1 in two separate places (2 + 2 faces) and 2 in one place (3 faces)
+    u = np.array([1, 1, 2])
+    v = np.array([3, 3, 3])
+    contact = np.array([2, 2, 3])
+    lut = small_objects_lut(sizes, u, v, contact, min_size=10, mode="merge")
+    assert lut[3] == lut[1] != lut[2]

@@ -119,6 +119,7 @@ def small_objects_lut(
     if mode == "merge":
         keep = (u != 0) & (v != 0) & (u != v)
         u, v, w = u[keep], v[keep], contact[keep]
+        u, v, w = _coalesce(np.minimum(u, v), np.maximum(u, v), w)  # one entry per pair, summed
         for _ in range(_MAX_ROUNDS):
             small = (sizes < min_size) & (sizes > 0)
             small[0] = False
