@@ -8,7 +8,7 @@ linearly, integer arrays (labels) by nearest neighbour.
 
 * geometry (:func:`random_geometry`): flips, 90-degree rotations in the section plane,
   in-plane translation/scaling (MONAI ``Affine``), in-plane elastic deformation (MONAI
-  ``Rand2DElastic``, the same field for every section, as the sections of serial EM are cut
+  ``Rand2DElasticd``, the same field for every section, as the sections of serial EM are cut
   and imaged one by one), misaligned sections (a shift of all sections below a random cut);
 * intensity (:func:`random_intensity`): brightness, contrast, gamma (MONAI ``AdjustContrast``),
   Gaussian blur (MONAI ``GaussianSmooth``), Gaussian noise;
@@ -214,13 +214,16 @@ def _affine(a: np.ndarray, shift: np.ndarray, zoom: np.ndarray) -> np.ndarray:
 
 
 def _elastic(arrays: list[np.ndarray], seed: int, cfg: AugmentConfig) -> list[np.ndarray]:
-    from monai.transforms import Rand2DElastic
+    # the dictionary version draws one deformation for all keys (the array version re-draws
+    # its control points on every call)
+    from monai.transforms import Rand2DElasticd
 
-    t = Rand2DElastic(spacing=cfg.elastic_spacing, magnitude_range=tuple(cfg.elastic_magnitude),
-                      prob=1.0, padding_mode="reflection")
+    keys = [f"a{i}" for i in range(len(arrays))]
+    t = Rand2DElasticd(keys=keys, spacing=cfg.elastic_spacing, magnitude_range=tuple(cfg.elastic_magnitude),
+                       prob=1.0, padding_mode="reflection", mode=[_mode(a) for a in arrays])
     t.set_random_state(seed=seed)
-    t.randomize(arrays[0].shape[1:])
-    return [_back(t(_as_channels(a), mode=_mode(a), randomize=False), a) for a in arrays]
+    out = t({k: _as_channels(a) for k, a in zip(keys, arrays)})
+    return [_back(out[k], a) for k, a in zip(keys, arrays)]
 
 
 def _shift_below(a: np.ndarray, cut: int, dy: int, dx: int) -> np.ndarray:

@@ -60,7 +60,8 @@ Public API
     (``"max_steps" | "time_limit" | "early_stop" | "cancelled"``), ``metrics`` (mean over the
     last logging window), ``history`` (one row per ``log_every``), ``validations``,
     ``checkpoint`` (last training checkpoint path), ``best_state`` / ``best_step`` /
-    ``best_metric``, ``elapsed_s``.
+    ``best_metric``, ``elapsed_s`` (including the time before a resume). ``metrics`` and the
+    history rows are means over their logging window; ``lr`` is the rate of the first group.
 
 Example (fine-tuning with a lower encoder learning rate and a validation hook)::
 
@@ -319,13 +320,13 @@ def train(
             if cfg.grad_clip:
                 scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            lr = opt.param_groups[0]["lr"]  # the rate this step used
             scaler.step(opt)
             scaler.update()
             sched.step()
             step += 1
             in_update = False
-            metrics = {"loss": float(loss.detach()), **{k: float(v) for k, v in step_metrics.items()},
-                       "lr": opt.param_groups[0]["lr"]}
+            metrics = {"loss": float(loss.detach()), **{k: float(v) for k, v in step_metrics.items()}, "lr": lr}
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
             if main and cfg.log_every and step % cfg.log_every == 0:
