@@ -40,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     p.add_argument("--voxel-size", default=None, metavar="Z,Y,X", help="nm, when the file does not say")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run's output and start over")
+    p.add_argument("--task", choices=["auto", "none", "neurons", "mitochondria", "semantic"], default="auto",
+                   help="instance extraction after prediction: auto (what the model predicts), or none")
+    p.add_argument("--post", dest="post_overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="post-processing setting, e.g. --post threshold=0.4 (neurons) or "
+                        "--post seed_foreground=0.8 (mitochondria); repeatable")
+    p.add_argument("--labels-format", choices=["zarr", "tif"], default="zarr",
+                   help="labels go to OUT/labels (zarr) or OUT/labels.tif")
     p.add_argument("--config", default=None, help="YAML/JSON InferenceConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any InferenceConfig field, e.g. --set blend=linear (repeatable)")
@@ -96,12 +103,33 @@ def predict(args: argparse.Namespace) -> Any:
 
 
 def postprocess(pred: Any, args: argparse.Namespace) -> Any:
-    """The step after prediction: a job (generator of Progress) to drain, or ``None``.
+    """The step after prediction: instance extraction for the model's target (or ``None``).
 
-    The instance-extraction issue hooks in here (e.g. by ``args.task``: waterz for neurons,
-    seeded watershed for mitochondria, writing next to ``pred`` in ``args.out``).
+    Writes ``OUT/labels`` (zarr, or ``OUT/labels.tif``) beside the maps and returns the path.
     """
-    return None
+    task = getattr(args, "task", "auto")
+    if task == "none":
+        return None
+    from ..errors import EmsegError
+    from ..postprocess import default_config, extract_instances_job
+    from ..workflows import write_labels
+
+    target = pred.attrs.get("target")
+    expected = {"neurons": ("affinities", "boundaries"), "mitochondria": ("bcd",), "semantic": ("semantic",)}
+    if task != "auto" and target not in expected[task]:
+        raise EmsegError(f"--task {task}: the model predicts {target!r}, which is not a {task} target; "
+                         f"use a {task} model or --task auto")
+    cfg = default_config(target).override(getattr(args, "post_overrides", []))
+    offsets = pred.attrs.get("offsets") or None
+    voxel_size = pred.attrs.get("resolution")
+
+    def job():
+        labels = yield from extract_instances_job(pred, target, cfg, offsets=offsets, voxel_size=voxel_size)
+        name = "labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels"
+        return write_labels(Path(args.out) / name, labels, voxel_size,
+                            {"target": target, "postprocess": cfg.to_dict(), "n_objects": int(labels.max())})
+
+    return job()
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,6 +157,8 @@ def run(args: argparse.Namespace) -> int:
     names = ", ".join(pred.attrs.get("channel_names", []))
     print(f"{Path(args.out) / PREDICTIONS}: {tuple(pred.shape)} {pred.dtype} ({names}), "
           f"{dt:.1f} s, {pred.size / pred.shape[0] / max(dt, 1e-9) / 1e6:.2f} Mvoxel/s")
+    if "postprocess" in summary:
+        print(f"{summary['postprocess']}: instance labels")
     return 0
 
 

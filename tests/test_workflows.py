@@ -1,0 +1,55 @@
+"""segment_job: prediction then instance extraction, written together; re-run without predicting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_emseg.cli.main import main
+from napari_emseg.io import open_volume, write_volume
+from napari_emseg.models import ModelConfig, build_model, save_checkpoint
+from napari_emseg.models.heads import head_info
+from napari_emseg.postprocess.mitochondria import MitoConfig
+from napari_emseg.progress import drain
+from napari_emseg.workflows import SegmentConfig, postprocess_job, segment_job, write_labels
+
+
+@pytest.fixture
+def tiny_bcd(tmp_path):
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    return save_checkpoint(tmp_path / "bcd.safetensors", model)
+
+
+def test_segment_job_writes_predictions_and_labels(tiny_em, tiny_bcd, tmp_path):
+    cfg = SegmentConfig(mitochondria=MitoConfig(min_size=0, seed_foreground=0.0, seed_contour=1.0,
+                                                seed_distance=0.0, foreground_threshold=0.0))
+    seg = drain(segment_job(tiny_bcd, tiny_em.raw, cfg, out=tmp_path / "s.zarr", voxel_size=tiny_em.voxel_size),
+                show=False)
+    assert seg.target == "bcd" and seg.labels.shape == tiny_em.raw.shape
+    vol = open_volume(seg.paths["labels"])
+    np.testing.assert_array_equal(vol.data.compute(), seg.labels)
+    assert vol.voxel_size == tiny_em.voxel_size
+    assert open_volume(f"{tmp_path}/s.zarr:predictions", channel=0).data.shape == tiny_em.raw.shape
+    # new thresholds, no re-prediction: a stricter size filter keeps fewer objects
+    strict = drain(postprocess_job(seg, cfg.replace(mitochondria=cfg.mitochondria.replace(min_size=10**9))),
+                   show=False)
+    assert strict.max() == 0
+
+
+def test_labels_to_tiff_with_voxel_size(tmp_path):
+    labels = np.arange(2 * 4 * 4, dtype=np.uint32).reshape(2, 4, 4)
+    path = write_labels(tmp_path / "l.tif", labels, (40.0, 8.0, 8.0))
+    np.testing.assert_array_equal(tifffile.imread(path), labels)
+    assert open_volume(path).voxel_size == pytest.approx((40, 8, 8))
+
+
+def test_cli_segment_task_mismatch_is_explained(tiny_em, tiny_bcd, tmp_path, capsys):
+    write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
+    rc = main(["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(tiny_bcd),
+               "--out", str(tmp_path / "o.zarr"), "--task", "neurons"])
+    assert rc == 2 and "not a neurons target" in capsys.readouterr().err
+    rc = main(["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(tiny_bcd),
+               "--out", str(tmp_path / "o.zarr"), "--post", "min_size=0", "--labels-format", "tif"])
+    assert rc == 0 and (tmp_path / "o.zarr" / "labels.tif").exists()
