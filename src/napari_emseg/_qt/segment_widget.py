@@ -1,0 +1,297 @@
+"""Segment dock widget: one-click presets, or the active model with advanced settings.
+
+Predicts maps tiled over the image in a worker thread, shows them as image layers and the
+instances as a Labels layer (both scaled like the image); post-processing can be re-run with
+new thresholds without predicting again; labels export to zarr or TIFF.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from magicgui.widgets import ComboBox, create_widget
+from napari.layers import Image
+from napari.utils.notifications import show_info, show_warning
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ._jobs import JobRunner
+from .session import session_for
+
+logger = logging.getLogger(__name__)
+
+
+class SegmentWidget(QWidget):
+    """Thin front end of :func:`napari_emseg.workflows.segment_job`."""
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.session = session_for(napari_viewer)
+        self.runner: JobRunner | None = None
+        self.segmentation: Any = None
+        self.labels_layer: Any = None
+
+        self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
+        self.model_edit = QLineEdit()
+        self.model_edit.setPlaceholderText("active model (fine-tune one) or a checkpoint")
+        self.browse = QPushButton("...")
+        self.mito_button = QPushButton("Mitochondria")
+        self.neuron_button = QPushButton("Neurons")
+        self.run_button = QPushButton("Segment with model")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+
+        # advanced settings
+        self.tile = QLineEdit()
+        self.tile.setPlaceholderText("model's tile, e.g. 16,128,128")
+        self.batch = QSpinBox()
+        self.batch.setRange(0, 256)
+        self.batch.setSpecialValueText("auto")
+        self.tta = QCheckBox("test-time augmentation (flips)")
+        self.threshold = _spin(0.5, 0.0, 1.0, 0.05)
+        self.min_size = QSpinBox()
+        self.min_size.setRange(0, 10**9)
+        self.min_size.setValue(100)
+        self.seed_fg = _spin(0.9, 0.0, 1.0, 0.05)
+        self.seed_contour = _spin(0.8, 0.0, 1.0, 0.05)
+        self.fg_threshold = _spin(0.85, 0.0, 1.0, 0.05)
+        self.rerun_button = QPushButton("Re-run post-processing")
+        self.rerun_button.setEnabled(False)
+        self.export_button = QPushButton("Export labels...")
+        self.export_button.setEnabled(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_combo.native)
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_edit, 1)
+        model_row.addWidget(self.browse)
+        form.addRow("model", model_row)
+        presets = QHBoxLayout()
+        presets.addWidget(self.mito_button)
+        presets.addWidget(self.neuron_button)
+        advanced = QGroupBox("Advanced")
+        adv = QFormLayout(advanced)
+        adv.addRow("tile z,y,x", self.tile)
+        adv.addRow("batch", self.batch)
+        adv.addRow("", self.tta)
+        adv.addRow("neurons: waterz threshold", self.threshold)
+        adv.addRow("min object size (voxels)", self.min_size)
+        adv.addRow("mito: seed foreground >", self.seed_fg)
+        adv.addRow("mito: seed contour <", self.seed_contour)
+        adv.addRow("mito: foreground >", self.fg_threshold)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(QLabel("One click (bundled models):"))
+        layout.addLayout(presets)
+        layout.addLayout(buttons)
+        layout.addWidget(advanced)
+        layout.addWidget(self.rerun_button)
+        layout.addWidget(self.export_button)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.image_combo.reset_choices()
+        napari_viewer.layers.events.inserted.connect(lambda *_: self.image_combo.reset_choices())
+        napari_viewer.layers.events.removed.connect(lambda *_: self.image_combo.reset_choices())
+        self.browse.clicked.connect(self._browse)
+        self.run_button.clicked.connect(lambda: self.start())
+        self.mito_button.clicked.connect(lambda: self.start(preset="mitochondria"))
+        self.neuron_button.clicked.connect(lambda: self.start(preset="neurons"))
+        self.cancel_button.clicked.connect(self.cancel)
+        self.rerun_button.clicked.connect(self.rerun_postprocess)
+        self.export_button.clicked.connect(self._export_dialog)
+        self.session.model_changed.connect(self._model_changed)
+        if self.session.model_path is not None:
+            self._model_changed(self.session.model_path)
+
+    # -- settings -------------------------------------------------------------------------------
+    def _model_changed(self, path: Any) -> None:
+        self.model_edit.setText(str(path) if path else "")
+
+    def _browse(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Segmentation checkpoint", "", "Checkpoints (*.safetensors)")
+        if path:
+            self.model_edit.setText(path)
+
+    def config(self, base: Any = None):
+        """The :class:`SegmentConfig` the controls describe (on top of a preset's)."""
+        from ..workflows import SegmentConfig
+
+        cfg = base or SegmentConfig()
+        tile = _triple(self.tile.text())
+        inference = cfg.inference.replace(tta=self.tta.isChecked(), batch=self.batch.value() or None,
+                                          **({"tile": tile} if tile else {}))
+        neurons = cfg.neurons.replace(threshold=self.threshold.value(), min_size=self.min_size.value())
+        mito = cfg.mitochondria.replace(seed_foreground=self.seed_fg.value(), seed_contour=self.seed_contour.value(),
+                                        foreground_threshold=self.fg_threshold.value(), min_size=self.min_size.value())
+        return cfg.replace(inference=inference, neurons=neurons, mitochondria=mito)
+
+    def _apply_preset_controls(self, cfg: Any) -> None:
+        self.threshold.setValue(cfg.neurons.threshold)
+        self.seed_fg.setValue(cfg.mitochondria.seed_foreground)
+        self.seed_contour.setValue(cfg.mitochondria.seed_contour)
+        self.fg_threshold.setValue(cfg.mitochondria.foreground_threshold)
+
+    # -- running --------------------------------------------------------------------------------
+    def start(self, preset: str | None = None) -> JobRunner | None:
+        """Segment the chosen image with a preset's model or the model in the model field."""
+        from ..errors import EmsegError
+        from ..presets import PRESETS, preset_model_path
+        from ..workflows import segment_job
+
+        image = self.image_combo.value
+        if image is None:
+            show_warning("napari-emseg: choose an image layer to segment")
+            return None
+        if image.rgb or image.ndim not in (2, 3):
+            show_warning(f"napari-emseg: '{image.name}' is not a grayscale 2D/3D image")
+            return None
+        base = None
+        if preset is not None:
+            try:
+                model = preset_model_path(preset)
+            except EmsegError as err:
+                show_warning(f"napari-emseg: {err}")
+                return None
+            base = PRESETS[preset].config
+            self._apply_preset_controls(base)
+        else:
+            model = self.model_edit.text().strip()
+            if not model:
+                show_warning("napari-emseg: no model yet: fine-tune one (Fine-tune widget), pick a checkpoint, "
+                             "or use a one-click preset")
+                return None
+        cfg = self.config(base)
+        data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
+        scale = tuple(float(s) for s in image.scale[-3:]) if image.ndim == 3 else None
+        self._scale = image.scale[-3:] if image.ndim == 3 else (1.0, *image.scale)
+        self._translate = image.translate[-3:] if image.ndim == 3 else (0.0, *image.translate)
+        self._image_name = image.name
+        self._set_running(True)
+        self.status.setText(f"segmenting '{image.name}' with {Path(str(model)).name} ...")
+
+        def make_job():
+            return segment_job(model, data, cfg, voxel_size=scale)
+
+        self.runner = JobRunner(make_job, on_done=self._show_result, on_finish=lambda: self._set_running(False),
+                                on_progress=lambda e: self.status.setText(e.describe()[:200]),
+                                description="segment")
+        return self.runner.start()
+
+    def cancel(self) -> None:
+        if self.runner is not None:
+            self.runner.cancel()
+
+    def rerun_postprocess(self) -> JobRunner | None:
+        """New thresholds on the kept predictions: no re-prediction."""
+        from ..workflows import postprocess_job
+
+        if self.segmentation is None:
+            show_warning("napari-emseg: segment first; then thresholds can be changed and re-run")
+            return None
+        cfg = self.config()
+        seg = self.segmentation
+        self._set_running(True)
+
+        def done(labels: Any) -> None:
+            seg.labels = labels
+            self._show_labels(labels, seg.target)
+
+        self.runner = JobRunner(lambda: postprocess_job(seg, cfg), on_done=done,
+                                on_finish=lambda: self._set_running(False), description="post-process")
+        return self.runner.start()
+
+    def _set_running(self, running: bool) -> None:
+        for b in (self.run_button, self.mito_button, self.neuron_button):
+            b.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.rerun_button.setEnabled(not running and self.segmentation is not None)
+        self.export_button.setEnabled(not running and self.segmentation is not None)
+
+    def _show_result(self, seg: Any) -> None:
+        self.segmentation = seg
+        pred = seg.predictions
+        for i, channel in enumerate(seg.channel_names):  # one layer per channel, the first shown
+            self._set_image(f"{self._image_name} {channel}", np.asarray(pred[i]), self._scale, visible=(i == 0))
+        self._show_labels(seg.labels, seg.target)
+
+    def _set_image(self, name: str, data: np.ndarray, scale: Any, visible: bool) -> None:
+        data = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else 1.0)
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = data
+        else:
+            self.viewer.add_image(data, name=name, scale=scale, translate=self._translate, colormap="magma",
+                                  contrast_limits=(0, 1), blending="additive", opacity=0.6, visible=visible)
+
+    def _show_labels(self, labels: np.ndarray, target: str) -> None:
+        task = {"bcd": "mitochondria", "affinities": "neurons", "boundaries": "neurons"}.get(target, target)
+        name = f"{self._image_name} {task}"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = labels
+        else:
+            self.viewer.add_labels(labels, name=name, scale=self._scale, translate=self._translate)
+        self.labels_layer = self.viewer.layers[name]
+        n = int(labels.max())
+        self.status.setText(f"{n} {task} objects in '{name}'. Change thresholds and re-run post-processing, "
+                            "or export the labels.")
+        self._set_running(False)
+
+    # -- export ---------------------------------------------------------------------------------
+    def _export_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.zarr", "Zarr (*.zarr);;TIFF (*.tif)")
+        if path:
+            self.export(path)
+
+    def export(self, path: str | Path) -> str | None:
+        """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size."""
+        from ..workflows import write_labels
+
+        if self.labels_layer is None:
+            show_warning("napari-emseg: nothing to export yet")
+            return None
+        path = Path(path)
+        if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
+            path = path.with_suffix(".zarr")
+        written = write_labels(path, np.asarray(self.labels_layer.data), tuple(float(s) for s in self._scale))
+        show_info(f"napari-emseg: labels written to {written}")
+        return written
+
+
+def _spin(value: float, lo: float, hi: float, step: float) -> QDoubleSpinBox:
+    s = QDoubleSpinBox()
+    s.setRange(lo, hi)
+    s.setSingleStep(step)
+    s.setDecimals(3)
+    s.setValue(value)
+    return s
+
+
+def _triple(text: str) -> tuple[int, int, int] | None:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    if len(parts) != 3:
+        return None
+    try:
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    except ValueError:
+        return None

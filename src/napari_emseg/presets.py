@@ -1,0 +1,57 @@
+"""One-click presets: a bundled fine-tuned model and post-processing settings per structure.
+
+``Mitochondria`` and ``Neurons`` in the Segment widget (and ``napari-emseg segment --preset``)
+pick the bundled model for the structure and thresholds that suit it. The bundled models were
+fine-tuned with napari-emseg on real EM; their cards say on what and how well. On other data
+they are a starting point: fine-tune on a few painted slices of your own volume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import EmsegError
+from .postprocess.mitochondria import MitoConfig
+from .postprocess.neurons import NeuronConfig
+from .workflows import SegmentConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named one-click segmentation: which bundled model, which settings."""
+
+    name: str
+    task: str
+    model: str  # file name in models/weights/
+    config: SegmentConfig
+    about: str
+
+
+PRESETS: dict[str, Preset] = {
+    "mitochondria": Preset(
+        name="mitochondria", task="mitochondria", model="emseg-mito-vnc.safetensors",
+        config=SegmentConfig(mitochondria=MitoConfig(mode="3d", min_size=200)),
+        about="mitochondria in serial-section TEM of insect neuropil (BCD + seeded watershed)",
+    ),
+    "neurons": Preset(
+        name="neurons", task="neurons", model="emseg-boundaries-em.safetensors",
+        config=SegmentConfig(neurons=NeuronConfig(threshold=0.5, min_size=200)),
+        about="neurite membranes in serial-section TEM (boundaries -> affinities -> waterz)",
+    ),
+}
+
+
+def preset_model_path(name: str) -> Path:
+    """The bundled checkpoint of preset ``name``; a clear error when it is not installed."""
+    from .models.registry import bundled_dir
+
+    if name not in PRESETS:
+        raise EmsegError(f"no preset {name!r}; choose one of {sorted(PRESETS)}")
+    path = bundled_dir() / PRESETS[name].model
+    if not path.exists():
+        raise EmsegError(
+            f"the {name} model ({PRESETS[name].model}) is not installed with this copy of napari-emseg; "
+            "fine-tune one on a few painted slices (Fine-tune widget or `napari-emseg finetune`)"
+        )
+    return path

@@ -1,0 +1,97 @@
+"""The full flow in a viewer: annotate -> fine-tune -> segment, re-run, export; UI stays responsive."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.qt
+
+
+def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_path, monkeypatch):
+    from qtpy.QtCore import QTimer
+
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.segment_widget import SegmentWidget
+    from napari_emseg._qt.session import session_for
+
+    from .test_finetune_widget import tiny_model_checkpoint
+
+    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_em.raw, name="raw", scale=tiny_em.voxel_size)
+    tune = FineTuneWidget(viewer)
+    tune.image_combo.value = viewer.layers["raw"]
+    painted = tune.create_labels_layer()  # annotate: paint two slices
+    for z in (3, 8):
+        painted.data[z] = tiny_em.mitochondria[z]
+    tune.labels_combo.value = painted
+    tune.steps.setValue(8)
+    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
+
+    # measure the largest gap between timer ticks while jobs run: the UI thread must stay free
+    # (only while a job computes: showing its result adds layers, which is UI work by nature)
+    ticks: dict[int, list[float]] = {}
+    current = {}
+
+    def tick():
+        r = current.get("runner")
+        if r is not None and r.running and r.result is None:
+            ticks.setdefault(id(r), []).append(time.perf_counter())
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(20)
+    runner = current["runner"] = tune.start()
+    qtbot.waitUntil(lambda: not runner.running, timeout=180_000)
+    assert runner.error is None
+
+    seg = SegmentWidget(viewer)
+    assert seg.model_edit.text() == str(tune.result.checkpoint)  # the fine-tuned model is active
+    seg.image_combo.value = viewer.layers["raw"]
+    seg.min_size.setValue(0)
+    seg.seed_fg.setValue(0.0)
+    seg.seed_contour.setValue(1.0)
+    seg.fg_threshold.setValue(0.0)
+    runner = current["runner"] = seg.start()
+    qtbot.waitUntil(lambda: not runner.running, timeout=180_000)
+    timer.stop()
+    assert runner.error is None, runner.error
+    labels = viewer.layers["raw mitochondria"]
+    assert labels.data.shape == tiny_em.raw.shape and tuple(labels.scale) == tiny_em.voxel_size
+    assert "raw foreground" in viewer.layers
+    assert len(ticks) == 2 and all(len(t) > 10 for t in ticks.values())
+    gaps = np.concatenate([np.diff(t) for t in ticks.values()])
+    assert gaps.max() < 1.0, f"UI blocked for {gaps.max():.2f} s"
+
+    # re-run post-processing with a size filter that removes everything: no re-prediction
+    seg.min_size.setValue(10**9)
+    runner = seg.rerun_postprocess()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    assert viewer.layers["raw mitochondria"].data.max() == 0
+
+    written = seg.export(tmp_path / "out.tif")
+    assert written.endswith("out.tif")
+
+
+def test_segment_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    from napari_emseg._qt import _jobs
+    from napari_emseg._qt import segment_widget as sw
+
+    warnings, errors = [], []
+    monkeypatch.setattr(sw, "show_warning", warnings.append)
+    monkeypatch.setattr(_jobs, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    w = sw.SegmentWidget(viewer)
+    assert w.start() is None and "choose an image" in warnings[-1]
+    viewer.add_image(np.zeros((4, 32, 32), np.uint8), name="raw")
+    w.image_combo.value = viewer.layers["raw"]
+    assert w.start() is None and "no model yet" in warnings[-1]
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    w.model_edit.setText(str(bad))
+    runner = w.start()
+    qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
+    assert errors and "broken.safetensors" in errors[-1]
