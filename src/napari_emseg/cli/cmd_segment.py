@@ -47,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--post seed_foreground=0.8 (mitochondria); repeatable")
     p.add_argument("--labels-format", choices=["zarr", "tif"], default="zarr",
                    help="labels go to OUT/labels (zarr) or OUT/labels.tif")
+    p.add_argument("--tune", default=None, metavar="LABELS",
+                   help="painted labels (0 = unlabelled): first choose the post-processing thresholds that "
+                        "score best on the painted slices, print them, then extract instances with them")
+    p.add_argument("--tune-metric", choices=["auto", "arand", "voi", "ap", "ap50", "ap75", "iou"], default="auto",
+                   help="what --tune maximises (auto: ARAND for neurons, AP for mitochondria)")
+    p.add_argument("--tune-grid", action="append", default=[], metavar="FIELD=V1,V2,...",
+                   help="values --tune tries for a field, e.g. --tune-grid threshold=0.2,0.4 (repeatable)")
     p.add_argument("--config", default=None, help="YAML/JSON InferenceConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any InferenceConfig field, e.g. --set blend=linear (repeatable)")
@@ -124,12 +131,33 @@ def postprocess(pred: Any, args: argparse.Namespace) -> Any:
     voxel_size = pred.attrs.get("resolution")
 
     def job():
-        labels = yield from extract_instances_job(pred, target, cfg, offsets=offsets, voxel_size=voxel_size)
+        final, tuned = cfg, {}
+        if getattr(args, "tune", None):
+            final, tuned = yield from _tune(pred, target, cfg, offsets, voxel_size, args)
+        labels = yield from extract_instances_job(pred, target, final, offsets=offsets, voxel_size=voxel_size)
         name = "labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels"
         return write_labels(Path(args.out) / name, labels, voxel_size,
-                            {"target": target, "postprocess": cfg.to_dict(), "n_objects": int(labels.max())})
+                            {"target": target, "postprocess": final.to_dict(), "n_objects": int(labels.max()), **tuned})
 
     return job()
+
+
+def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args: argparse.Namespace):
+    """``--tune``: the post-processing config that scores best on the painted labels (printed)."""
+    from ..io import open_volume
+    from ..tuning import parse_grid, tune_job
+
+    grid = None
+    if getattr(args, "tune_grid", None):
+        from ..tuning import DEFAULT_GRIDS
+
+        grid = {**DEFAULT_GRIDS["neurons" if target in ("affinities", "boundaries") else "mitochondria"],
+                **parse_grid(args.tune_grid)}
+    res = yield from tune_job(pred, target, open_volume(args.tune).data, offsets=offsets, voxel_size=voxel_size,
+                              grid=grid, metric=getattr(args, "tune_metric", "auto"), base=base)
+    print(res.describe())
+    return res.config, {"tuning": {"labels": str(args.tune), "metric": res.metric, "score": res.score,
+                                   "default_score": res.base_score, "slices": list(res.slices), "axis": res.axis}}
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
