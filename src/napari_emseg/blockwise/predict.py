@@ -1,0 +1,152 @@
+"""Prediction on a dask cluster: every output block of tiled inference is one task.
+
+The driver plans the run with :func:`napari_emseg.inference.predict_tiled` itself (intensity
+range once for the volume, tile and block choice, the output array and its attributes, the
+resume record) and stops it before it predicts anything; the blocks it would predict become
+tasks. Each worker loads the model once (cached by checkpoint path) and predicts its blocks
+with the same reader and :class:`~napari_emseg.inference.runner.BlockPredictor` as
+``predict_tiled``, so the maps are the same as those of a single process, block for block.
+Blocks are aligned with the zarr chunks, so workers never write the same chunk; only the
+driver writes the attributes (the record of finished blocks, after each block).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..inference.config import InferenceConfig
+from ..inference.output import ResumeRecord, fingerprint, weights_digest
+from ..inference.tiling import plan_blocks
+from ..progress import Job
+from .cluster import open_ref, run_blocks, worker_cache
+
+__all__ = ["predict_blockwise_job", "predict_block"]
+
+logger = logging.getLogger(__name__)
+
+_SETTINGS = ("tile", "overlap", "block", "mode", "blend", "sigma_scale", "tta", "dtype")
+
+
+def predict_blockwise_job(
+    client: Any,
+    model_path: str | os.PathLike,
+    image: Any,
+    out: str | os.PathLike,
+    config: InferenceConfig = InferenceConfig(),
+    *,
+    image_ref: Any = None,
+    voxel_size: Any = None,
+    attrs: dict[str, Any] | None = None,
+    retries: int = 2,
+) -> Job[Any]:
+    """Write ``(C, Z, Y, X)`` maps of ``image`` to the zarr array ``out``, one task per block.
+
+    Parameters
+    ----------
+    client
+        A ``distributed.Client``.
+    model_path
+        Checkpoint every worker loads (once) with :func:`napari_emseg.models.load_model`; a
+        path the workers can read.
+    image
+        ``(z, y, x)`` array-like the driver samples for the intensity range.
+    out
+        Zarr array path (created, or resumed) the workers can write.
+    config
+        Inference settings; ``config.device`` is the workers' device (``"auto"``: their GPU).
+    image_ref
+        What the workers read: a :class:`~.cluster.VolumeRef` (opened once per worker) or an
+        array-like (sent to them); default ``image``.
+    voxel_size, attrs
+        As for :func:`~napari_emseg.inference.predict_tiled`.
+    retries
+        Retries of a failed block task.
+    """
+    import zarr
+
+    from ..inference import predict_tiled
+    from ..models import load_model
+
+    model = load_model(model_path, device="cpu", expect_in_channels=1)
+    plan = predict_tiled(model, image, out, config.replace(device="cpu", prefetch=0),
+                         voxel_size=voxel_size, attrs=attrs)
+    for event in plan:  # normalise, then create or reopen the output; stop before predicting
+        if event.stage == "predict":
+            break
+        yield event
+    plan.close()
+    array = zarr.open_array(str(out), mode="r+")
+    meta = dict(array.attrs)
+    inf = meta["inference"]
+    shape = tuple(int(s) for s in array.shape[1:])
+    blocks = plan_blocks(shape, inf["tile"], inf["overlap"], inf["block"])
+    lo, hi = (float(v) for v in meta["norm_range"])
+    # the fingerprint predict_tiled records, so either path resumes the other's output
+    fp = fingerprint({"v": 1, "shape": shape, **{k: inf[k] for k in _SETTINGS}, "info": model.info.to_dict(),
+                      "norm": [lo, hi], "weights": weights_digest(model)})
+    record = ResumeRecord(array, fp, len(blocks), resume=config.resume)
+    array.attrs["inference"] = {**inf, "device": config.device, "distributed": True}
+    todo = [b for b in blocks if not record.done[b.index]]
+    if len(todo) < len(blocks):
+        logger.info("resuming: %d of %d prediction blocks already written", len(blocks) - len(todo), len(blocks))
+    spec = {
+        "model": str(Path(model_path).resolve()), "config": config.to_json(indent=None), "mode": inf["mode"],
+        "tile": tuple(inf["tile"]), "lo": lo, "hi": hi, "invert": bool(model.info.norm.invert),
+        "out": str(out), "dtype": config.dtype,
+    }
+    del model
+    source = image_ref if image_ref is not None else image
+    if not isinstance(source, (str, os.PathLike)) and not hasattr(source, "uri") and todo:
+        source = client.scatter(source, broadcast=False)
+    yield from run_blocks(
+        client, predict_block, [(b.index, (spec, b, source)) for b in todo], stage="predict",
+        total=len(blocks), done=len(blocks) - len(todo), retries=retries,
+        on_done=lambda index, _: record.mark(index),
+    )
+    record.save(complete=True)
+    return array
+
+
+def _predictor(spec: dict[str, Any]) -> Any:
+    """This worker's predictor for a checkpoint and settings (built on first use)."""
+    cache = worker_cache()
+    key = ("predictor", spec["model"], spec["config"], spec["mode"], spec["tile"])
+    with cache["lock"]:
+        if key not in cache:
+            from ..device import select_device
+            from ..inference.runner import BlockPredictor
+            from ..models import load_model
+
+            cfg = InferenceConfig.from_json(spec["config"])
+            device = select_device(cfg.device)
+            model = load_model(spec["model"], device="cpu", expect_in_channels=1)
+            logger.info("worker loaded %s on %s", spec["model"], device)
+            cache[key] = BlockPredictor(model, model.info, cfg, device, spec["mode"], spec["tile"])
+        return cache[key]
+
+
+def predict_block(spec: dict[str, Any], block: Any, image: Any) -> int:
+    """Predict one output block and write it (a task); returns the voxels written."""
+    import torch
+    import zarr
+
+    from ..inference.prefetch import BlockReader
+    from ..inference.runner import to_output_dtype
+
+    predictor = _predictor(spec)
+    device = predictor.device
+    reader = BlockReader(open_ref(image), spec["lo"], spec["hi"], spec["invert"], pin=device.type == "cuda")
+    x = reader(block)
+    with worker_cache()["lock"], torch.inference_mode():  # one block at a time per model
+        p = predictor.predict_block(x.to(device, non_blocking=True), block)
+        arr = to_output_dtype(p, spec["dtype"]).cpu().numpy()
+    del p, x
+    out = zarr.open_array(spec["out"], mode="r+")
+    out[(slice(None), *block.out_slices)] = arr
+    return int(np.prod(arr.shape[1:]))
+

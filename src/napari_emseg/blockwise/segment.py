@@ -1,0 +1,108 @@
+"""Blockwise segmentation of a volume: predict, then extract instances, on one dask cluster.
+
+>>> from napari_emseg.blockwise import BlockwiseConfig, segment_blockwise_job   # doctest: +SKIP
+>>> from napari_emseg.progress import drain
+>>> result = drain(segment_blockwise_job("mito.safetensors", "raw.zarr", "seg.zarr",
+...                                      blockwise=BlockwiseConfig(blocks=(32, 256, 256)),
+...                                      local_workers=2))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..inference.config import InferenceConfig
+from ..progress import Job
+from .cluster import SyncArray, VolumeRef, dask_client
+from .config import BlockwiseConfig
+from .instances import instances_blockwise_job
+from .predict import predict_blockwise_job
+
+__all__ = ["BlockwiseSegmentation", "segment_blockwise_job", "PREDICTIONS", "LABELS"]
+
+logger = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+LABELS = "labels"
+
+
+@dataclass(frozen=True)
+class BlockwiseSegmentation:
+    """What :func:`segment_blockwise_job` returns: the written arrays' paths and the target."""
+
+    predictions: str
+    labels: str | None
+    target: str
+
+
+def segment_blockwise_job(
+    model: str | os.PathLike,
+    image: Any,
+    out: str | os.PathLike,
+    inference: InferenceConfig = InferenceConfig(),
+    postprocess: Config | None = None,
+    blockwise: BlockwiseConfig = BlockwiseConfig(),
+    *,
+    extract: bool = True,
+    scheduler: Any = None,
+    local_workers: int | None = None,
+    processes: bool = True,
+    channel: int | None = None,
+    voxel_size: tuple[float, float, float] | None = None,
+    attrs: dict[str, Any] | None = None,
+) -> Job[BlockwiseSegmentation]:
+    """Predict ``OUT/predictions`` and extract ``OUT/labels`` block by block on a dask cluster.
+
+    Parameters
+    ----------
+    model
+        Checkpoint path; every worker loads it once (it must be readable there).
+    image
+        A volume path/URI (``"raw.zarr"``, ``"data.h5:raw"``; opened lazily by each worker) or
+        an array-like (sent to the workers: for small volumes and tests).
+    out
+        Zarr container on storage every worker can write (a shared file system on a cluster).
+    inference
+        Tiled inference settings; ``inference.block`` is replaced by ``blockwise.blocks``.
+    postprocess
+        Settings of the model target's extraction (default: its defaults).
+    blockwise
+        Blocks, halo, matching, retries.
+    extract
+        ``False`` stops after prediction.
+    scheduler, local_workers, processes
+        A ``distributed.Client``, a scheduler address, or ``None`` for a ``LocalCluster`` of
+        ``local_workers`` workers (processes, or threads with ``processes=False``).
+    channel, voxel_size
+        For a path: the channel of a multi-channel image, and the voxel size when the file
+        has none.
+    attrs
+        Extra attributes for both arrays.
+    """
+    from ..io import open_volume
+
+    out = Path(os.fspath(out))
+    pred_path = str(out / PREDICTIONS)
+    if isinstance(image, (str, os.PathLike)):
+        vol = open_volume(image, channel=channel, voxel_size=voxel_size)
+        ref: Any = VolumeRef(os.fspath(image), channel, tuple(voxel_size) if voxel_size else None)
+        local, vs = SyncArray(vol.data), (vol.voxel_size if vol.voxel_size_known else None)
+    else:
+        ref, local, vs = image, (SyncArray(image) if hasattr(image, "compute") else image), voxel_size
+    inference = inference.replace(block=blockwise.blocks)
+    meta = {"source": {"image": os.fspath(image) if isinstance(image, (str, os.PathLike)) else "array",
+                       "model": os.fspath(model)}, **(attrs or {})}
+    with dask_client(scheduler, local_workers, processes=processes) as client:
+        pred = yield from predict_blockwise_job(client, model, local, pred_path, inference, image_ref=ref,
+                                                voxel_size=vs, attrs=meta, retries=blockwise.retries)
+        target = str(pred.attrs["target"])
+        if not extract:
+            return BlockwiseSegmentation(pred_path, None, target)
+        labels = yield from instances_blockwise_job(pred_path, out / LABELS, postprocess, blockwise, target=target,
+                                                    scheduler=client, attrs=meta, resume=inference.resume)
+    return BlockwiseSegmentation(pred_path, labels, target)
