@@ -120,3 +120,36 @@ def test_painted_reference_reads_scribbles_and_other_axes():
     scrib[3, 4, 4:6] = 2
     axis, slices, ref = painted_reference(scrib, scrib.shape, "neurons", mode="scribbles")
     assert axis == 0 and slices == (1, 3) and set(np.unique(ref)) == {0, 2}
+
+
+def test_cli_segment_tune_prints_and_uses_the_chosen_values(tmp_path, tiny_em, capsys):
+    import torch
+    import zarr
+
+    from napari_emseg.cli.main import main
+    from napari_emseg.io import write_volume
+    from napari_emseg.models import ModelConfig, build_model, save_checkpoint
+    from napari_emseg.models.heads import head_info
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    ckpt = save_checkpoint(tmp_path / "bcd.safetensors", model)
+    write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
+    write_volume(tmp_path / "in.zarr/painted", paint(tiny_em.mitochondria, (3, 8)))
+    rc = main(["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(ckpt), "--out",
+               str(tmp_path / "o.zarr"), "--device", "cpu", "--tune", f"{tmp_path}/in.zarr:painted",
+               "--tune-metric", "iou", "--tune-grid", "foreground_threshold=0.1,0.3,0.5", "--tune-grid",
+               "seed_foreground=0.2,0.5", "--post", "min_size=0"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "tuned on 2 painted slice(s) along z (3, 8)" in out and "chose" in out
+    labels = zarr.open_array(str(tmp_path / "o.zarr" / "labels"), mode="r")
+    tuning, post = labels.attrs["tuning"], labels.attrs["postprocess"]
+    assert tuning["metric"] == "iou" and tuning["slices"] == [3, 8] and f"iou {tuning['score']:.4f}" in out
+    assert tuning["score"] >= tuning["default_score"]
+    # the labels were made with the chosen values, which came from the grid (plus the base's)
+    assert post["foreground_threshold"] in (0.1, 0.3, 0.5, 0.85) and post["seed_foreground"] in (0.2, 0.5, 0.9)
+    chosen = MitoConfig.from_dict(post)
+    pred = zarr.open_array(str(tmp_path / "o.zarr" / "predictions"), mode="r")
+    again = extract_instances(pred, "bcd", chosen)
+    assert (again > 0).sum() == (labels[...] > 0).sum()
