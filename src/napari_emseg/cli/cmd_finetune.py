@@ -39,6 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON FineTuneConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any FineTuneConfig field, e.g. --set batch_size=4 (repeatable)")
+    p.add_argument("--suggest", type=int, default=0, metavar="N",
+                   help="after training, print the N slices to paint next (napari-emseg suggest)")
 
 
 def build_config(args: argparse.Namespace):
@@ -70,4 +72,9 @@ def run(args: argparse.Namespace) -> int:
     best = f", best held-out loss {result.best_metric:.4f}" if result.best_metric is not None else ""
     print(f"{result.checkpoint}: {result.steps} steps ({result.stopped}), loss {loss:.4f}{best}, "
           f"{result.elapsed_s / 60:.1f} min")
+    if args.suggest > 0:
+        from .cmd_suggest import print_suggestions, suggest
+
+        print_suggestions(suggest(result.model, image.data, labels.data, args, args.suggest, mode=cfg.mode,
+                                  show=not args.quiet))
     return 0
