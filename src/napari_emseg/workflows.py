@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from .postprocess.mitochondria import MitoConfig
 from .postprocess.neurons import NeuronConfig
 from .postprocess.semantic import SemanticConfig
 from .progress import Job
+from .resample import VoxelMatchConfig
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +35,13 @@ LABELS = "labels"
 
 @dataclass(frozen=True)
 class SegmentConfig(Config):
-    """Inference settings and the post-processing settings of every target."""
+    """Inference settings, the post-processing settings of every target, voxel-size matching."""
 
     inference: InferenceConfig = InferenceConfig()
     neurons: NeuronConfig = NeuronConfig()
     mitochondria: MitoConfig = MitoConfig()
     semantic: SemanticConfig = SemanticConfig()
+    voxel_match: VoxelMatchConfig = VoxelMatchConfig()
 
     def postprocess_for(self, target: str) -> Config:
         """The post-processing config for a model target."""
@@ -63,6 +67,7 @@ class Segmentation:
     offsets: tuple[tuple[int, int, int], ...]
     voxel_size: tuple[float, float, float] | None
     paths: dict[str, str] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None  # the bundle written beside ``out`` (see provenance.py)
 
 
 def load_segmentation_model(model: Any) -> Any:
@@ -83,6 +88,8 @@ def segment_job(
     voxel_size: tuple[float, float, float] | None = None,
     postprocess: bool = True,
     attrs: dict[str, Any] | None = None,
+    provenance: bool = True,
+    command: Sequence[str] | None = None,
 ) -> Job[Segmentation]:
     """Predict maps over ``image`` with ``model`` and turn them into instance labels.
 
@@ -102,30 +109,61 @@ def segment_job(
     postprocess
         ``False`` stops after prediction.
     attrs
-        Extra attributes written with both arrays (provenance).
-    """
-    from .inference import predict_tiled
-    from .postprocess import extract_instances_job
+        Extra attributes written with both arrays; ``{"source": {"image": path, "channel": c}}``
+        names the input file when ``image`` is not a :class:`~napari_emseg.io.Volume`.
+    provenance
+        With ``out``: write the provenance bundle (``out/provenance.json`` and a zarr attribute;
+        see :mod:`napari_emseg.provenance`), so ``napari-emseg rerun`` can make it again.
+    command
+        The command line to record (``None`` from the widget).
 
+    When the model's voxel size differs from the image's beyond ``config.voxel_match``, the
+    model sees the image resampled to its grid and the maps come back on the image's grid
+    (:func:`napari_emseg.resample.predict_matched`).
+    """
+    from .postprocess import extract_instances_job
+    from .resample import predict_matched
+
+    started = time.time()
     net = load_segmentation_model(model)
     info = net.info
     if voxel_size is None and hasattr(image, "voxel_size") and getattr(image, "voxel_size_known", True):
         voxel_size = tuple(image.voxel_size)
     pred_out = str(Path(out) / PREDICTIONS) if out is not None else None
-    predictions = yield from predict_tiled(net, image, pred_out, config.inference,
-                                           voxel_size=voxel_size, attrs=dict(attrs or {}))
+    predictions = yield from predict_matched(net, image, pred_out, config.inference, config.voxel_match,
+                                             voxel_size=voxel_size, attrs=dict(attrs or {}))
     seg = Segmentation(predictions, None, info.target, tuple(info.channel_names), tuple(info.offsets),
                        tuple(voxel_size) if voxel_size else None)
     if pred_out is not None:
         seg.paths[PREDICTIONS] = pred_out
     if not postprocess:
-        return seg
+        return (yield from _with_provenance(seg, net, model, image, config, out, provenance, attrs, command, started))
     pcfg = config.postprocess_for(info.target)
     seg.labels = yield from extract_instances_job(predictions, info.target, pcfg, offsets=info.offsets,
                                                   voxel_size=voxel_size)
     if out is not None:
         seg.paths[LABELS] = write_labels(Path(out) / LABELS, seg.labels, voxel_size,
                                          {**(attrs or {}), "target": info.target, "postprocess": pcfg.to_dict()})
+    return (yield from _with_provenance(seg, net, model, image, config, out, provenance, attrs, command, started))
+
+
+def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config: SegmentConfig, out: Any,
+                     provenance: bool, attrs: dict[str, Any] | None, command: Any, started: float) -> Job[Segmentation]:
+    """Write the provenance bundle of a segmentation written to ``out`` (see :mod:`.provenance`)."""
+    if out is None or not provenance:
+        return seg
+    from .device import select_device
+    from .provenance import record_job
+    from .resample import plan_voxel_match
+
+    source = (attrs or {}).get("source") or {}
+    seg.provenance = yield from record_job(
+        out, model=net, config=config, image=image, voxel_size=seg.voxel_size, outputs=seg.paths,
+        labels=seg.labels, postprocess=seg.labels is not None,
+        model_path=model if isinstance(model, (str, os.PathLike)) else None,
+        input_path=source.get("image"), channel=source.get("channel"),
+        voxel_plan=plan_voxel_match(net.info.voxel_size, seg.voxel_size, config.voxel_match),
+        device=select_device(config.inference.device), started=started, command=command)
     return seg
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..resample import add_voxel_match_arguments, voxel_match_from_args
+
 HELP = "fine-tune an encoder on painted slices (neurons, mitochondria, semantic)"
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--freeze", choices=["none", "encoder", "transformer"], default=None)
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     p.add_argument("--voxel-size", default=None, help="z,y,x nm when the file does not say")
+    add_voxel_match_arguments(p)
     p.add_argument("--config", default=None, help="YAML/JSON FineTuneConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any FineTuneConfig field, e.g. --set batch_size=4 (repeatable)")
@@ -53,6 +56,7 @@ def build_config(args: argparse.Namespace):
     if args.patch:
         direct["patch"] = tuple(int(v) for v in args.patch.split(","))
     cfg = cfg.replace(**{k: v for k, v in direct.items() if v is not None})
+    cfg = cfg.replace(voxel_match=voxel_match_from_args(args, cfg.voxel_match))
     return cfg.override(args.overrides)
 
 
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     image = open_volume(args.image, channel=args.channel, voxel_size=vs)
     labels = open_volume(args.labels)
     result = drain(fine_tune(args.encoder, image.data, labels.data, cfg, out=args.out,
-                             voxel_size=image.voxel_size, source=args.image),
+                             voxel_size=image.voxel_size if image.voxel_size_known else None, source=args.image),
                    desc="fine-tune", show=not args.quiet)
     loss = result.metrics.get("loss")
     best = f", best held-out loss {result.best_metric:.4f}" if result.best_metric is not None else ""

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..resample import add_voxel_match_arguments, voxel_match_from_args
+
 HELP = "predict probability maps with a checkpoint, tiled over a volume of any size"
 PREDICTIONS = "predictions"
 """Name of the prediction array inside ``--out``."""
@@ -40,6 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     p.add_argument("--voxel-size", default=None, metavar="Z,Y,X", help="nm, when the file does not say")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run's output and start over")
+    add_voxel_match_arguments(p)
     p.add_argument("--task", choices=["auto", "none", "neurons", "mitochondria", "semantic"], default="auto",
                    help="instance extraction after prediction: auto (what the model predicts), or none")
     p.add_argument("--post", dest="post_overrides", action="append", default=[], metavar="FIELD=VALUE",
@@ -57,6 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON InferenceConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any InferenceConfig field, e.g. --set blend=linear (repeatable)")
+    p.add_argument("--blocks", default=None, metavar="Z,Y,X",
+                   help="blockwise on dask.distributed: predict and extract instances in blocks of this core, "
+                        "stitched into global ids (docs/scale-out.md)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --blocks: address of a running dask scheduler (default: a local cluster)")
+    p.add_argument("--local-workers", type=int, default=None, metavar="N",
+                   help="with --blocks: workers of the local cluster, one model each (default 1)")
 
 
 def _triple(text: str | None) -> tuple[int, int, int] | None:
@@ -93,26 +103,29 @@ def build_config(args: argparse.Namespace):
 
 def predict(args: argparse.Namespace) -> Any:
     """Open the image and the checkpoint and write ``OUT/predictions``; returns the zarr array."""
-    from ..inference import predict_tiled
     from ..io import open_volume
     from ..models import load_model
     from ..progress import drain
+    from ..resample import predict_matched
 
     cfg = build_config(args)
+    match = voxel_match_from_args(args)
     vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
     image = open_volume(args.image, channel=args.channel, voxel_size=vs)
     model = load_model(args.model, device="cpu", expect_in_channels=1)
-    _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
+    if not match.enabled:
+        _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
     out = Path(args.out) / PREDICTIONS
-    attrs = {"source": {"image": str(args.image), "model": str(args.model)}}
-    job = predict_tiled(model, image, out, cfg, attrs=attrs)
+    attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel}}
+    job = predict_matched(model, image, out, cfg, match, attrs=attrs)
     return drain(job, desc="predict", show=not args.quiet)
 
 
-def postprocess(pred: Any, args: argparse.Namespace) -> Any:
+def postprocess(pred: Any, args: argparse.Namespace, started: float | None = None) -> Any:
     """The step after prediction: instance extraction for the model's target (or ``None``).
 
-    Writes ``OUT/labels`` (zarr, or ``OUT/labels.tif``) beside the maps and returns the path.
+    Writes ``OUT/labels`` (zarr, or ``OUT/labels.tif``) beside the maps, then the provenance
+    bundle (``OUT/provenance.json``; ``started``: ``time.time()`` at the start), and returns the path.
     """
     task = getattr(args, "task", "auto")
     if task == "none":
@@ -136,8 +149,10 @@ def postprocess(pred: Any, args: argparse.Namespace) -> Any:
             final, tuned = yield from _tune(pred, target, cfg, offsets, voxel_size, args)
         labels = yield from extract_instances_job(pred, target, final, offsets=offsets, voxel_size=voxel_size)
         name = "labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels"
-        return write_labels(Path(args.out) / name, labels, voxel_size,
+        path = write_labels(Path(args.out) / name, labels, voxel_size,
                             {"target": target, "postprocess": final.to_dict(), "n_objects": int(labels.max()), **tuned})
+        yield from record(args, pred, final, labels, path, started)
+        return path
 
     return job()
 
@@ -162,15 +177,50 @@ def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
     """Predict, then post-process if a step is configured; returns a summary for printing."""
+    if getattr(args, "blocks", None):
+        from ..blockwise.cli import segment_blockwise
+
+        return segment_blockwise(args, build_config(args), _triple(args.blocks))
     from ..progress import drain
 
-    t0 = time.perf_counter()
+    t0, started = time.perf_counter(), time.time()
     pred = predict(args)
     summary: dict[str, Any] = {"predictions": pred, "seconds": time.perf_counter() - t0}
-    job = postprocess(pred, args)
+    job = postprocess(pred, args, started)
     if job is not None:
         summary["postprocess"] = drain(job, desc="post-process", show=not args.quiet)
+    else:
+        drain(record(args, pred, None, None, None, started), show=False)
     return summary
+
+
+def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_path: str | None,
+           started: float | None) -> Any:
+    """Write the provenance bundle of this run (``OUT/provenance.json``, zarr attributes); a job."""
+    import dataclasses
+    import sys
+
+    from ..device import select_device
+    from ..io import open_volume
+    from ..models import load_model
+    from ..provenance import record_job
+    from ..resample import plan_voxel_match
+    from ..workflows import SegmentConfig
+
+    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
+    image = open_volume(args.image, channel=args.channel, voxel_size=vs)
+    config = SegmentConfig(inference=build_config(args), voxel_match=voxel_match_from_args(args))
+    if post is not None:  # the section of the model's target (tuned or as given)
+        name = next(f.name for f in dataclasses.fields(config) if type(getattr(config, f.name)) is type(post))
+        config = config.replace(**{name: post})
+    model = load_model(args.model)
+    vs = image.voxel_size if image.voxel_size_known else None
+    outputs = {PREDICTIONS: str(Path(args.out) / PREDICTIONS), **({"labels": str(labels_path)} if labels_path else {})}
+    return (yield from record_job(
+        args.out, model=model, config=config, image=image, voxel_size=vs, outputs=outputs, labels=labels,
+        postprocess=labels_path is not None, model_path=args.model, input_path=str(args.image), channel=args.channel,
+        voxel_plan=plan_voxel_match(model.info.voxel_size, vs, config.voxel_match),
+        device=select_device(config.inference.device), started=started, command=list(sys.argv)))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from ..config import Config
 from ..data.augment import AugmentConfig
 from ..data.normalize import intensity_range, normalize
 from ..progress import Job, Progress
+from ..resample import VoxelMatchConfig
 from .annotations import AnnotationError, Mode, find_annotations
 from .dataset import AnnotatedPatches
 from .losses import task_loss
@@ -71,6 +72,10 @@ class FineTuneConfig(Config):
     preview_every, preview_z
         Every ``preview_every`` steps, predict slice ``preview_z`` (of the whole image) and put
         it in ``Progress.preview``.
+    voxel_match
+        When the encoder (or checkpoint) records a voxel size that differs from the image's
+        beyond ``tolerance``, the painted crop is resampled to it (image linear, labels nearest;
+        never along the axis of painted slices); see ``docs/voxel-size.md``.
     """
 
     task: Task = "mitochondria"
@@ -97,6 +102,7 @@ class FineTuneConfig(Config):
     seed: int = 0
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    voxel_match: VoxelMatchConfig = VoxelMatchConfig()
 
 
 @dataclass
@@ -151,7 +157,8 @@ def fine_tune(
     out
         Checkpoint path to write (default: a file in the temporary directory).
     voxel_size
-        ``(z, y, x)`` nm of ``image``; recorded in the checkpoint.
+        ``(z, y, x)`` nm of ``image`` (``None``: unknown); the checkpoint records the voxel size
+        it was trained at (the image's, or the encoder's where the crop was resampled).
     source
         A description of the data (path) for the model card.
 
@@ -169,6 +176,8 @@ def fine_tune(
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis)
     kind = _target_kind(cfg, ann)
+    plan = _voxel_plan(encoder, voxel_size, cfg, ann)
+    voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
     model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
     pretrained = report is not None
     patch = _patch_shape(cfg, model, ann)
@@ -178,6 +187,9 @@ def fine_tune(
     lo, hi = intensity_range(image, model.info.norm)
     crop = image[ann.box]
     crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    painted = ann
+    if plan.resample:
+        crop, ann = _resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
     img = normalize(crop, lo, hi, model.info.norm.invert)
     train_ann, val_ann = _split_holdout(ann, cfg)
     target_kwargs = _target_kwargs(kind, model)
@@ -203,17 +215,21 @@ def fine_tune(
     if result.best_state is not None:
         objective.load_state_dict(result.best_state)
     model = objective.model.cpu().eval()
+    if voxel_size is not None:
+        model.info = model.info.replace(voxel_size=tuple(voxel_size))
     elapsed = time.perf_counter() - t0
     card = {
         "method": f"fine-tuned ({kind}) from {getattr(encoder, 'name', None) or _encoder_name(encoder)}",
         "data": source or "user data",
-        "annotated": {"axis": ann.axis, "slices": list(ann.slices), "voxels": ann.n_annotated,
+        "annotated": {"axis": painted.axis, "slices": list(painted.slices), "voxels": painted.n_annotated,
                       "mode": cfg.mode, "held_out": list(val_ann.slices) if val_ann is not None else []},
         "steps": result.step, "stopped": result.stopped,
         "final_loss": result.metrics.get("loss"), "best_val_loss": result.best_metric,
         "wall_time_s": round(elapsed, 1),
         "transplant": report,
         "intensity_range": [lo, hi],
+        "voxel_size": list(voxel_size) if voxel_size is not None else None,
+        "voxel_size_match": plan.to_dict(),
     }
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
     path = save_checkpoint(target_path, model, job=cfg, card=card)
@@ -252,6 +268,28 @@ def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann) -> tuple[int, int, 
         patch = (1, *patch[1:])
     mult = model.info.input_multiple
     return tuple(max(m, -(-int(p) // m) * m) for p, m in zip(patch, mult))
+
+
+def _voxel_plan(encoder: Any, voxel_size: Any, cfg: FineTuneConfig, ann):
+    """Whether to resample the painted crop to the encoder's voxel size (never along painted slices)."""
+    from ..resample import log_plan, plan_voxel_match, voxel_size_of
+
+    keep = (ann.axis,) if ann.axis is not None else ()
+    plan = plan_voxel_match(voxel_size_of(encoder), voxel_size, cfg.voxel_match, keep_axes=keep)
+    log_plan(plan, "the checkpoint records the grid it was trained on")
+    return plan
+
+
+def _resample_crop(crop: np.ndarray, ann, plan, antialias: bool):
+    """The crop (linear) and its annotations (nearest) on the plan's grid, re-read from the labels."""
+    from ..resample import resample, resample_labels
+
+    img = resample(crop, plan.image_voxel_size, plan.target_voxel_size, antialias=antialias)
+    lab = resample_labels(ann.labels, plan.image_voxel_size, plan.target_voxel_size, shape=img.shape)
+    new = find_annotations(lab, img.shape, mode=ann.mode, background_label=ann.background_label,
+                           axis=ann.axis, context=img.shape)
+    logger.info("fine-tuning on the crop resampled from %s to %s voxels", crop.shape, img.shape)
+    return img, new
 
 
 def _isotropic(voxel_size) -> bool:
