@@ -6,7 +6,8 @@ peak resident memory (psutil, sampled every 2 ms, minus the resident memory befo
 
 * ``predict_tiled`` (this package: blocks, Gaussian-blended tiles, reader/writer threads);
 * ``monai``: ``monai.inferers.sliding_window_inference`` on the whole normalised volume in
-  memory, same tile, overlap (0.25), Gaussian blending (sigma 0.125) and batch;
+  memory, same tile, overlap (0.25), Gaussian blending (sigma 0.125) and batch; and
+  ``monai_default`` with MONAI's default ``sw_batch_size=1``, as it is most often called;
 * ``naive``: non-overlapping tiles, no blending (fastest, with seams).
 
 On CUDA it also reports Mvoxel/s of a ViT-B UNETR (bf16) and the fraction of the GPU's dense
@@ -14,7 +15,7 @@ bf16 peak its FLOPs reach; and, unless ``--stream-gb 0``, it streams a zarr volu
 gigabytes (written lazily with dask into a temporary folder, deleted afterwards) through a cheap
 model and prints peak RSS against the volume's size.
 
-    python bench/inference.py                    # CPU defaults, ~2-4 min on 2 cores
+    python bench/inference.py                    # CPU defaults, ~10 min on 2 shared cores
     python bench/inference.py --stream-gb 4      # plus the out-of-core run
 """
 
@@ -84,11 +85,26 @@ def load_volume(shape: tuple[int, int, int]) -> tuple[np.ndarray, str]:
     return make_synthetic_em(shape, seed=0).raw, f"synthetic EM {shape}"
 
 
-def bench_model(tile: tuple[int, int, int]):
+def resunet(tile: tuple[int, int, int]):
+    """A small ResUNet3D (batch norm, so translation-equivariant in eval mode): model-bound."""
     from napari_emseg.models import ModelConfig, build_model, head_info
 
-    net = build_model(ModelConfig(arch="resunet", widths=(8, 16, 32, 64), norm="batch"), head_info("affinities", tile=tile))
+    net = build_model(ModelConfig(arch="resunet", widths=(8, 16, 32, 64), norm="batch"),
+                      head_info("affinities", tile=tile))
     return net.eval()
+
+
+class Pointwise(torch.nn.Module):
+    """1x1x1 convolutions 1 -> 8 -> 3: almost free, so the pipeline around the network shows."""
+
+    def __init__(self, tile: tuple[int, int, int]) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv3d(1, 8, 1), torch.nn.ReLU(), torch.nn.Conv3d(8, 3, 1))
+        self.info = ModelInfo(input_multiple=(1, 1, 1), tile=tile)
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def run_ours(net, vol, tile, batch, device):
@@ -124,34 +140,53 @@ def run_naive(net, vol, tile, batch, device):
     return out
 
 
-def compare(args) -> None:
+def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repeat: int) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tile = tuple(args.tile)
-    vol, what = load_volume(tuple(args.shape))
-    net = bench_model(tile).to(device)
+    net = net.to(device)
     with torch.inference_mode():  # warm-up
-        net(torch.zeros((args.batch, 1, *tile), device=device))
-    print(f"volume: {what}, {vol.size / 1e6:.1f} Mvoxel uint8; model ResUNet3D widths (8,16,32,64) batch-norm, "
-          f"{sum(p.numel() for p in net.parameters()) / 1e6:.2f} M params; tile {tile}, overlap 0.25, "
-          f"gaussian, batch {args.batch}; device {device}, torch threads {torch.get_num_threads()}")
-    results = {}
-    for name, fn in (("predict_tiled", run_ours), ("monai", run_monai), ("naive", run_naive)):
-        best = None
-        for _ in range(args.repeat):
+        net(torch.zeros((batch, 1, *tile), device=device))
+    print(f"\n[{label}] volume: {what}, {vol.size / 1e6:.1f} Mvoxel uint8; "
+          f"{sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params; tile {tuple(tile)}, overlap 0.25, "
+          f"gaussian, batch {batch}; device {device}, torch threads {torch.get_num_threads()}")
+    results: dict[str, tuple] = {}
+    methods = (("predict_tiled", run_ours, batch), ("monai", run_monai, batch),
+               ("monai_default", run_monai, 1), ("naive", run_naive, batch))
+    for _ in range(repeat):  # interleaved, best of `repeat`: the CPU is shared
+        for name, fn, b in methods:
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                pred = fn(net, vol, tile, args.batch, device)
+                pred = fn(net, vol, tile, b, device)
                 dt = time.perf_counter() - t0
-            if best is None or dt < best[0]:
-                best = (dt, mem.mb, pred)
-        results[name] = best
-        print(f"{name:>14}: {best[0]:7.2f} s  {vol.size / best[0] / 1e6:6.3f} Mvoxel/s  peak +{best[1]:7.1f} MB")
+            if name not in results or dt < results[name][0]:
+                results[name] = (dt, min(mem.mb, results.get(name, (0, mem.mb))[1]), pred)
+            del pred
+    for name, _, b in methods:
+        dt, mb, _ = results[name]
+        print(f"{name:>14}: {dt:7.2f} s  {vol.size / dt / 1e6:7.3f} Mvoxel/s  peak +{mb:7.1f} MB  (batch {b})")
     ours, monai_, naive = results["predict_tiled"], results["monai"], results["naive"]
+    default = results["monai_default"]
     diff = np.abs(ours[2].astype(np.float32) - monai_[2])
-    print(f"speed ratio predict_tiled / monai: {monai_[0] / ours[0]:.2f}x; "
-          f"peak memory ratio monai / predict_tiled: {monai_[1] / max(ours[1], 1e-3):.1f}x")
-    print(f"speed ratio predict_tiled / naive: {naive[0] / ours[0]:.2f}x (naive has no overlap, no blending)")
-    print(f"|predict_tiled - monai|: max {diff.max():.4f}, mean {diff.mean():.5f}")
+    print(f"speed predict_tiled / monai (same batch {batch}): {monai_[0] / ours[0]:.2f}x; "
+          f"/ monai with its default sw_batch_size=1: {default[0] / ours[0]:.2f}x; "
+          f"peak memory monai / predict_tiled: {monai_[1] / max(ours[1], 1e-3):.1f}x")
+    print(f"speed predict_tiled / naive: {naive[0] / ours[0]:.2f}x (naive: no overlap, no blending, seams)")
+    print(f"|predict_tiled - monai|: max {diff.max():.4f}, mean {diff.mean():.5f} "
+          "(tiles at volume edges and block edges are weighted differently)")
+
+
+def tile_voxels(shape, tile, cfg: InferenceConfig) -> int:
+    """Voxels the network sees for a volume: tiles (with their overlaps) of every block."""
+    from napari_emseg.inference.tiling import (
+        block_tile_starts,
+        choose_block,
+        overlap_voxels,
+        plan_blocks,
+    )
+
+    ov = overlap_voxels(tile, cfg.overlap3())
+    blocks = plan_blocks(shape, tile, ov, choose_block(shape, tile, ov, cfg.block))
+    n = sum(int(np.prod([len(s) for s in block_tile_starts(b.shape, b.crop, tile, ov)])) for b in blocks)
+    return n * int(np.prod(tile))
 
 
 def gpu_unetr(args) -> None:
@@ -182,11 +217,15 @@ def gpu_unetr(args) -> None:
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
     # tiles overlap: the network sees more voxels than the volume has
-    n_tiles_voxels = vol.size * np.prod([1 / (1 - 0.25)] * 3)
-    achieved = flops_per_voxel * n_tiles_voxels / dt / 1e12
+    achieved = flops_per_voxel * tile_voxels(vol.shape, tile, cfg) / dt / 1e12
     print(f"UNETR ViT-B (bf16) on {name}: {vol.size / dt / 1e6:.1f} Mvoxel/s of volume, "
           f"{flops_per_voxel / 1e3:.1f} kFLOP/voxel, ~{achieved:.0f} TFLOP/s"
           + (f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""))
+
+
+def _log_tenths(event) -> None:
+    if event.total and event.step and event.step % max(1, event.total // 10) == 0:
+        print(f"  {event.describe()}", flush=True)
 
 
 def streamed(args) -> None:
@@ -195,7 +234,7 @@ def streamed(args) -> None:
 
     gb = args.stream_gb
     z = 64
-    side = int(np.sqrt(gb * 1e9 / z) // 256 * 256)
+    side = int(np.ceil(np.sqrt(gb * 1e9 / z) / 256) * 256)  # at least `gb` gigabytes
     shape = (z, side, side)
     tmp = Path(tempfile.mkdtemp(prefix="emseg-bench-", dir=args.tmp))
     try:
@@ -206,15 +245,15 @@ def streamed(args) -> None:
         da.store(lazy, src, lock=False)
         print(f"streamed: wrote {np.prod(shape) / 1e9:.2f} GB zarr {shape} in {time.perf_counter() - t0:.0f} s")
         info = ModelInfo(target="boundaries", channel_names=("boundary",), input_multiple=(1, 1, 1),
-                         tile=(32, 256, 256))
-        net = torch.nn.Conv3d(1, 1, 3, padding=1)
+                         tile=(16, 256, 256))
+        net = torch.nn.Conv3d(1, 1, 1)  # cheap: the run is about streaming, not compute
         net.info = info
-        cfg = InferenceConfig(dtype="uint8", batch=2, device="cpu", block=(32, 512, 512))
+        cfg = InferenceConfig(dtype="uint8", batch=2, device="cpu")  # default blocks (about 32 x 256 x 256)
         proc = psutil.Process()
         with PeakRSS(every_s=0.01) as mem:
             t0 = time.perf_counter()
             drain(predict_tiled(net, zarr.open_array(str(tmp / "raw.zarr"), mode="r"), tmp / "pred.zarr", cfg),
-                  show=not args.quiet)
+                  show=not args.quiet, callback=_log_tenths)
             dt = time.perf_counter() - t0
         print(f"streamed: {np.prod(shape) / 1e9:.2f} Gvoxel in {dt:.0f} s ({np.prod(shape) / dt / 1e6:.1f} Mvoxel/s), "
               f"peak RSS {mem.peak / 2**20:.0f} MB (+{mem.mb:.0f} MB over the {mem.base / 2**20:.0f} MB before) "
@@ -225,12 +264,15 @@ def streamed(args) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", type=lambda s: [int(v) for v in s.split(",")], default=[32, 256, 256])
-    p.add_argument("--tile", type=lambda s: [int(v) for v in s.split(",")], default=[16, 64, 64])
+    p.add_argument("--shape", type=lambda s: [int(v) for v in s.split(",")], default=[32, 192, 192])
+    p.add_argument("--tile", type=lambda s: [int(v) for v in s.split(",")], default=[16, 64, 64],
+                   help="ResUNet tile")
+    p.add_argument("--big-shape", type=lambda s: [int(v) for v in s.split(",")], default=[48, 1024, 1024],
+                   help="volume for the pointwise model")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--gpu-batch", type=int, default=4)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--stream-gb", type=float, default=0.0, help="size of the streamed zarr run (0: skip)")
     p.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--skip-compare", action="store_true")
@@ -238,7 +280,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if not args.skip_compare:
-        compare(args)
+        vol, what = load_volume(tuple(args.shape))
+        compare("ResUNet3D", resunet(tuple(args.tile)), vol, what, tuple(args.tile), args.batch, args.repeat)
+        del vol
+        big, what = load_volume(tuple(args.big_shape))
+        compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch, 1)
+        del big
     gpu_unetr(args)
     if args.stream_gb > 0:
         streamed(args)

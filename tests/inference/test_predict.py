@@ -152,3 +152,20 @@ def test_explicit_cpu_device_and_autocast_precision_choice():
     a = run(ConvNet(tile=(8, 32, 32)), vol, precision="bf16")
     b = run(ConvNet(tile=(8, 32, 32)), vol, precision="fp32")
     assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() < 0.05  # bf16 autocast ran
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32"])
+def test_blocks_travel_raw_and_are_normalised_like_the_shared_helper(dtype):
+    from napari_emseg.inference.prefetch import BlockReader, normalize_tensor
+    from napari_emseg.inference.tiling import plan_blocks
+
+    vol = (em_volume((6, 20, 30)).astype(np.float64) * 3).astype(dtype)
+    keep = vol.copy()
+    (block,) = plan_blocks(vol.shape, (6, 24, 32), (0, 8, 8), (6, 24, 32))  # padded in y and x
+    raw = BlockReader(vol)(block)
+    assert raw.dtype == (torch.uint8 if dtype == "uint8" else torch.float32)
+    for invert in (False, True):
+        got = normalize_tensor(raw, 10.0, 500.0, invert).numpy()
+        want = np.pad(normalize(vol, 10.0, 500.0, invert), [(0, 0), (2, 2), (1, 1)], mode="reflect")
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(vol, keep)  # the caller's array is never normalised in place

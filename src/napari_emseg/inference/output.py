@@ -59,8 +59,8 @@ def weights_digest(model: Any) -> str:
         for name, t in model.state_dict().items():
             if not torch.is_floating_point(t):
                 continue
-            t64 = t.detach().double()
-            h.update(f"{name}:{tuple(t.shape)}:{float(t64.sum()):.5g}:{float(t64.abs().sum()):.5g};".encode())
+            t32 = t.detach().float()  # float32: MPS has no float64
+            h.update(f"{name}:{tuple(t.shape)}:{float(t32.sum()):.5g}:{float(t32.abs().sum()):.5g};".encode())
     return h.hexdigest()[:16]
 
 

@@ -31,7 +31,7 @@ from .output import (
     prepare_output,
     weights_digest,
 )
-from .prefetch import BlockReader, BlockWriter, Prefetcher
+from .prefetch import BlockReader, BlockWriter, Prefetcher, normalize_tensor
 from .runner import BlockPredictor, to_output_dtype
 from .tiling import choose_block, plan_blocks, round_tile
 
@@ -169,14 +169,15 @@ def predict_tiled(
         logger.info("resuming: %d of %d blocks already written", done, total)
     yield Progress(done, total, "predict", f"{len(todo)} blocks of {block} on {device}, tile {tile}")
 
-    reader = BlockReader(data, lo, hi, info.norm.invert, pin=device.type == "cuda")
+    reader = BlockReader(data, pin=device.type == "cuda")
     start, voxels = time.perf_counter(), 0
     with Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
         target, lambda b: record.mark(b.index)
     ) as writer:
         for blk, x in ahead:
             with torch.inference_mode():
-                p = predictor.predict_block(x.to(device, non_blocking=True), blk)
+                x = normalize_tensor(x.to(device, non_blocking=True), lo, hi, info.norm.invert)
+                p = predictor.predict_block(x, blk)
                 arr = to_output_dtype(p, config.dtype).cpu().numpy()
             del p
             writer.submit(blk, arr)

@@ -1,8 +1,8 @@
 """Overlap reading with computing: a reader thread ahead of the network, a writer thread behind.
 
 :class:`BlockReader` reads a block's region from any array-like (numpy, dask, zarr, h5py),
-normalises it with the volume-wide range, reflect-pads it where the volume is smaller than a
-tile, and pins it for a fast asynchronous copy to a CUDA device. :class:`Prefetcher` runs it
+reflect-pads it where the volume is smaller than a tile, and pins it for a fast asynchronous
+copy to a CUDA device; :func:`normalize_tensor` applies the volume-wide intensity range there. :class:`Prefetcher` runs it
 ``depth`` blocks ahead in a background thread; :class:`BlockWriter` writes finished blocks in
 another, so the network waits for neither the disk nor the decompressor.
 """
@@ -18,10 +18,9 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
-from ..data.normalize import normalize
 from .tiling import Block
 
-__all__ = ["BlockReader", "Prefetcher", "BlockWriter", "read_region"]
+__all__ = ["BlockReader", "Prefetcher", "BlockWriter", "read_region", "normalize_tensor"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -35,19 +34,41 @@ def read_region(volume: Any, slices: tuple[slice, ...]) -> np.ndarray:
     return np.asarray(part)
 
 
-class BlockReader:
-    """Reads, normalises and pads one block's input region; returns a float32 CPU tensor."""
+_TORCH_DTYPES = {np.dtype(t) for t in ("uint8", "int8", "int16", "int32", "float16", "float32")}
 
-    def __init__(self, volume: Any, lo: float, hi: float, invert: bool = False, pin: bool = False) -> None:
-        self.volume, self.lo, self.hi, self.invert, self.pin = volume, lo, hi, invert, pin
+
+class BlockReader:
+    """Reads and pads one block's input region; returns a CPU tensor in the volume's own type.
+
+    Raw data travel as they are stored (an 8-bit volume as uint8: a quarter of the memory of
+    float32 in the read-ahead queue and across PCIe); :func:`normalize_tensor` makes them
+    network input on the device. Types torch cannot take become float32 here.
+    """
+
+    def __init__(self, volume: Any, pin: bool = False) -> None:
+        self.volume, self.pin = volume, pin
 
     def __call__(self, block: Block) -> torch.Tensor:
-        x = normalize(read_region(self.volume, block.read_slices), self.lo, self.hi, self.invert)
+        x = read_region(self.volume, block.read_slices)
+        if x.dtype not in _TORCH_DTYPES:
+            x = x.astype(np.float32)
         pads = list(zip(block.pad_before, block.pad_after))
         if any(p or q for p, q in pads):
             x = np.pad(x, pads, mode="reflect")
         t = torch.from_numpy(np.ascontiguousarray(x))
         return t.pin_memory() if self.pin else t
+
+
+def normalize_tensor(x: torch.Tensor, lo: float, hi: float, invert: bool = False) -> torch.Tensor:
+    """``2 (x - lo) / (hi - lo) - 1`` (negated when ``invert``) as float32, on ``x``'s device.
+
+    The same map as :func:`napari_emseg.data.normalize.normalize`, for tensors: it runs where the
+    network does, in place on one float32 copy.
+    """
+    y = x.to(torch.float32)
+    y = y.clone() if y is x else y
+    y.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
+    return y.neg_() if invert else y
 
 
 _DONE = object()

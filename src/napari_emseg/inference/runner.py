@@ -109,11 +109,11 @@ class BlockPredictor:
             return (max(m[1:]),) * 3
         return m
 
-    def _weigh(self, y: torch.Tensor, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple) -> torch.Tensor:
-        """Multiply a tile's prediction ``(C, Z, Y, X)`` in place by its blending weight.
+    def _weight(self, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple, scratch: torch.Tensor) -> torch.Tensor:
+        """A tile's blending weight, ``(Z, Y, X)`` (or ``(Y, X)`` when constant along z).
 
-        The weight is separable: a cached ``(Y, X)`` plane times a cached ``z`` vector, so the
-        cache stays small (a few kB per variant) whatever the tile.
+        Separable: a cached ``(Y, X)`` plane times a cached ``z`` vector, multiplied into
+        ``scratch``, so the cache stays small (kilobytes per variant) whatever the tile.
         """
         cfg = self.config
         kz, kyx = (tile[0], overlap[0], flags[0]), (tile[1:], overlap[1:], flags[1:])
@@ -124,9 +124,8 @@ class BlockPredictor:
         if kyx not in self._weights:
             wins = [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for t, o, f in zip(tile[1:], overlap[1:], flags[1:])]
             self._weights[kyx] = torch.from_numpy(outer(wins).astype(np.float32)).to(self.device)
-        wz = self._weights[kz]
-        y.mul_(self._weights[kyx])
-        return y if wz is None else y.mul_(wz)
+        wz, wyx = self._weights[kz], self._weights[kyx]
+        return wyx if wz is None else torch.mul(wyx, wz, out=scratch)
 
     # -- networks --------------------------------------------------------------------------
     def _net(self, x: torch.Tensor) -> torch.Tensor:
@@ -224,6 +223,7 @@ class BlockPredictor:
         positions = list(itertools.product(*[range(len(st)) for st in starts]))
         group = self.batch if self.mode == "3d" else max(1, self.batch // tile[0])
         acc = torch.zeros((self.info.out_channels, *shape), dtype=torch.float32, device=self.device)
+        scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
         for i in range(0, len(positions), group):
             chunk = positions[i : i + group]
             regions = [
@@ -231,7 +231,8 @@ class BlockPredictor:
             ]
             y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
             for k, (pos, r) in enumerate(zip(chunk, regions)):
-                acc[(slice(None), *r)] += self._weigh(y[k], tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)))
+                w = self._weight(tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)), scratch)
+                acc[(slice(None), *r)].addcmul_(y[k], w)  # acc += y * w in one pass
             del y
         wz, wy, wx = (
             torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])

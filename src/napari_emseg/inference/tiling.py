@@ -150,8 +150,13 @@ def choose_block(
     chunks: Sequence[int] | None = None,
 ) -> tuple[int, ...]:
     """Output block shape: a multiple of the stride (or of ``chunks`` when the output already
-    exists), at least one stride, at most the volume; per axis, of the multiples between half
-    and twice ``target``, the one that needs the fewest tiles in all (then the closest to it)."""
+    exists), at least one stride.
+
+    Per axis, among the multiples from half of ``target`` up to ``target`` (and the whole axis
+    when it is at most twice ``target``), the one that needs the fewest tiles in all, then the
+    closest to ``target``. Blocks then cost at most one tile per axis more than one sliding
+    window over the whole volume (none on short axes), and never exceed twice ``target``.
+    """
     out = []
     for i, (n, t, o, g) in enumerate(zip(shape, tile, overlap, target)):
         n, t, o = int(n), int(t), int(o)
@@ -159,15 +164,11 @@ def choose_block(
         unit = max(1, int(chunks[i])) if chunks is not None else s
         first = max(1, math.ceil(s / unit))
         ideal = max(first, round(g / unit))
-        best = None
-        for m in range(max(first, ideal // 2), max(first, 2 * ideal) + 1):
-            b = min(unit * m, n)
-            cost = (_axis_tile_count(n, t, o, b), abs(unit * m - g))
-            if best is None or cost < best[0]:
-                best = (cost, b)
-            if unit * m >= n:
-                break
-        out.append(int(best[1]))
+        sizes = {min(unit * m, n) for m in range(max(first, ideal // 2), ideal + 1)}
+        if n <= 2 * g:  # a short axis in one block: no last-block waste, bounded (<= 2 * target)
+            sizes.add(n)
+        best = min(sizes, key=lambda b: (_axis_tile_count(n, t, o, b), abs(b - g)))
+        out.append(int(best))
     return tuple(out)
 
 
