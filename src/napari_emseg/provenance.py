@@ -149,10 +149,21 @@ def environment(device: Any = None) -> dict[str, Any]:
     import torch
 
     dev = torch.device(str(device)) if device is not None else torch.device("cpu")
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or platform.machine())
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name()
     return {"packages": package_versions(), "python": platform.python_version(), "platform": platform.platform(),
             "device": str(dev), "device_name": name, "torch_threads": torch.get_num_threads(),
             "cuda": torch.version.cuda, "cpu_count": os.cpu_count()}
+
+
+def _cpu_name() -> str:
+    try:  # Linux names the CPU model here; elsewhere platform says what it can
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def now() -> str:
@@ -212,8 +223,9 @@ def record_job(
     input_path = input_path or (getattr(image, "path", "") or None)
     t0 = time.perf_counter()
     checksum = yield from checksum_job(data)
-    labels_sum = (yield from checksum_job(labels, block=_default_block(labels.shape), dtype=LABELS_DTYPE)
-                  if labels is not None else None)
+    labels_sum = None
+    if labels is not None:
+        labels_sum = yield from checksum_job(labels, block=_default_block(labels.shape), dtype=LABELS_DTYPE)
     path = Path(model_path).resolve() if model_path is not None else None
     card = getattr(model, "card", None)
     bundle = {
