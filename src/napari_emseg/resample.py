@@ -1,4 +1,4 @@
-"""Voxel-size matching: show a model data at the voxel size it was trained at, lazily.
+"""Voxel-size matching: show a model the data at the voxel size it was trained at, lazily.
 
 Every checkpoint records the voxel size of the data it was trained on (``model.info.voxel_size``,
 ``EncoderEntry.voxel_size`` for catalogue encoders); volumes carry theirs (OME-Zarr / TIFF
@@ -283,13 +283,6 @@ class Resampled:
     def nbytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        out = self[...]
-        return out.astype(dtype) if dtype is not None else out
-
     def to_dask(self, chunks: Any) -> Any:
         """The view as a dask array with ``chunks`` (each chunk reads only its source region)."""
         import dask.array as da
@@ -517,15 +510,16 @@ def predict_matched(
 
 
 def _fill(target: Any, view: Resampled, block: Sequence[int]) -> Job[None]:
-    """Copy ``view`` into ``target`` one ``(C, *block)`` block at a time."""
+    """Copy ``view`` into ``target`` one block of one channel at a time (bounded memory)."""
     from itertools import product
 
     from .progress import Progress
 
     starts = list(product(*[range(0, n, b) for n, b in zip(view.shape[1:], block)]))
     for i, st in enumerate(starts):
-        region = (slice(None), *(slice(s, min(s + b, n)) for s, b, n in zip(st, block, view.shape[1:])))
-        target[region] = view[region]
+        spatial = tuple(slice(s, min(s + b, n)) for s, b, n in zip(st, block, view.shape[1:]))
+        out = np.stack([view[(c, *spatial)] for c in range(view.shape[0])])  # the float work per channel
+        target[(slice(None), *spatial)] = out
         yield Progress(i + 1, len(starts), "resample", "maps back to the image's grid")
 
 
