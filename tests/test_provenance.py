@@ -105,17 +105,24 @@ def test_cli_segment_then_rerun_reproduces_labels_bit_for_bit(setup, tmp_path, c
     assert read_bundle(tmp_path / "again.zarr")["results"]["labels_checksum"] == bundle["results"]["labels_checksum"]
 
 
-def test_rerun_refuses_a_changed_checkpoint_and_outputs_without_bundle(setup, tmp_path):
-    root, ckpt, _ = setup
+def test_rerun_of_an_in_memory_layer_and_a_changed_checkpoint(setup, tmp_path):
+    root, ckpt, em = setup
     cfg = SegmentConfig(inference=InferenceConfig(device="cpu"), mitochondria=MitoConfig(**POST))
-    drain(segment_job(ckpt, open_volume(root / "raw.zarr"), cfg, out=tmp_path / "s.zarr", postprocess=False),
+    # as the widget does: a numpy layer and its scale, no file
+    drain(segment_job(ckpt, em.raw, cfg, out=tmp_path / "s.zarr", voxel_size=em.voxel_size, postprocess=False),
           show=False)
+    assert read_bundle(tmp_path / "s.zarr")["input"]["path"] is None
+    with pytest.raises(ProvenanceError, match="--image"):
+        drain(rerun_job(tmp_path / "s.zarr", tmp_path / "r.zarr"), show=False)
     other = save_checkpoint(tmp_path / "other.safetensors",
                             build_model(ModelConfig(arch="resunet", widths=(4, 8), subunits=1),
                                         head_info("bcd", tile=(8, 32, 32))))
     with pytest.raises(ProvenanceError, match="sha256 differs"):
-        drain(rerun_job(tmp_path / "s.zarr", tmp_path / "r.zarr", model=other), show=False)
-    res = drain(rerun_job(tmp_path / "s.zarr", tmp_path / "r.zarr", model=other, strict=False), show=False)
+        drain(rerun_job(tmp_path / "s.zarr", tmp_path / "r.zarr", model=other, image=str(root / "raw.zarr")),
+              show=False)
+    res = drain(rerun_job(tmp_path / "s.zarr", tmp_path / "r.zarr", model=other, image=str(root / "raw.zarr"),
+                          strict=False), show=False)
+    # the file holds the layer's values (hashed in other blocks, compared in the recorded ones)
     assert not res.model_identical and res.input_identical and res.labels_identical is None
     with pytest.raises(ProvenanceError, match="no provenance bundle"):
         read_bundle(root / "raw.zarr")

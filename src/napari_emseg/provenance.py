@@ -399,7 +399,10 @@ def rerun_job(
                                  postprocess=bool(bundle.get("postprocess", True)), command=command,
                                  attrs={"source": {"image": str(path), "model": str(ckpt)}, "rerun_of": str(src)})
     new = seg.provenance or {}
-    same_input = new.get("input", {}).get("checksum", {}).get("digest") == rec_in.get("checksum", {}).get("digest")
+    old_sum, new_sum = rec_in.get("checksum") or {}, new.get("input", {}).get("checksum") or {}
+    if old_sum.get("block") and new_sum.get("block") != old_sum["block"]:  # e.g. a layer then, a file now
+        new_sum = yield from checksum_job(volume, block=old_sum["block"])
+    same_input = bool(old_sum) and new_sum.get("digest") == old_sum.get("digest")
     old_labels = (bundle.get("results") or {}).get("labels_checksum")
     new_labels = (new.get("results") or {}).get("labels_checksum")
     same_labels = None if not old_labels or not new_labels else old_labels["digest"] == new_labels["digest"]
