@@ -1,0 +1,89 @@
+"""Render a screenshot of each napari-emseg dock widget beside the synthetic sample.
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python scripts/screenshots.py docs/images
+
+Opens napari with the sample, docks each widget, runs a short fine-tune and a segmentation so
+the widgets show real state, and saves PNGs of the whole window (``viewer.screenshot(canvas_only=False)``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def wait(app, runner, timeout=1800):
+    t0 = time.time()
+    while runner.running and time.time() - t0 < timeout:
+        app.processEvents()
+        time.sleep(0.05)
+    for _ in range(20):
+        app.processEvents()
+
+
+def main(out_dir: str = "docs/images") -> int:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_emseg._qt.encoder_widget import EncoderWidget
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.segment_widget import SegmentWidget
+    from napari_emseg._qt.session import session_for
+    from napari_emseg.cli.cmd_demo import default_encoder
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1500, 950)
+    app = QApplication.instance()
+    viewer.open_sample("napari-emseg", "synthetic_em")
+    raw = viewer.layers["synthetic EM"]
+    gt = viewer.layers["mitochondria (ground truth)"]
+    gt.visible = False
+    viewer.dims.set_current_step(0, 16)
+
+    enc = EncoderWidget(viewer)
+    viewer.window.add_dock_widget(enc, name="Encoder", area="right")
+    enc.select(default_encoder())
+    app.processEvents()
+    viewer.screenshot(str(out / "encoder_widget.png"), canvas_only=False)
+    print("wrote", out / "encoder_widget.png")
+
+    tune = FineTuneWidget(viewer)
+    viewer.window.add_dock_widget(tune, name="Fine-tune", area="right")
+    tune.image_combo.value = raw
+    painted = tune.create_labels_layer()
+    for z in (8, 16, 24):
+        painted.data[z] = np.asarray(gt.data[z])
+    painted.refresh()
+    tune.labels_combo.value = painted
+    tune.steps.setValue(int(os.environ.get("SCREENSHOT_STEPS", "120")))
+    session_for(viewer).set_encoder(default_encoder())
+    runner = tune.start()
+    wait(app, runner)
+    viewer.screenshot(str(out / "finetune_widget.png"), canvas_only=False)
+    print("wrote", out / "finetune_widget.png")
+
+    seg = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(seg, name="Segment", area="right")
+    seg.image_combo.value = raw
+    seg.seed_fg.setValue(0.7)
+    seg.seed_contour.setValue(0.5)
+    seg.fg_threshold.setValue(0.5)
+    runner = seg.start()
+    wait(app, runner)
+    for layer in viewer.layers:
+        if layer.name.startswith("preview"):
+            layer.visible = False
+    viewer.screenshot(str(out / "segment_widget.png"), canvas_only=False)
+    print("wrote", out / "segment_widget.png")
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*sys.argv[1:]))
