@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = " ".join(shlex.quote(a) for a in [PROG, *sys.argv[1:]]) if sys.argv else PROG
+    command = " ".join(shlex.quote(a) for a in [PROG, *getattr(args, "argv", sys.argv[1:])])
     job_run = pretrain(job, args.data, args.out, resume=args.resume, card=card, name=args.name, command=command)
     result = drain(job_run, desc=f"pretrain {job.method}", show=main_rank and not args.quiet)
     if not main_rank:
@@ -119,7 +119,9 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     from .main import setup_logging
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for the model card's reproducing command
     setup_logging(args.verbose, args.quiet)
     try:
         return int(run(args) or 0)

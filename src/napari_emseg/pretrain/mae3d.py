@@ -46,7 +46,7 @@ from ..models.heads import head_info
 from .trainer import TrainConfig
 
 __all__ = ["MAE3DConfig", "MAE3DJob", "MAE3D", "make_mask", "n_visible", "patchify", "unpatchify",
-           "sincos_3d", "geometry_transform", "build_objective", "make_transform"]
+           "sincos_3d", "GeometryTransform", "build_objective", "make_transform"]
 
 Strategy = Literal["random", "space", "section"]
 
@@ -180,6 +180,8 @@ class MAE3D(nn.Module):
         self.decoder_blocks = nn.ModuleList(
             TransformerBlock(w, int(w * cfg.decoder_mlp_ratio), cfg.decoder_heads, qkv_bias=True)
             for _ in range(cfg.decoder_depth))
+        for blk in self.decoder_blocks:  # MONAI builds this norm even without cross-attention;
+            blk.norm_cross_attn = nn.Identity()  # an unused parameter would break DDP
         self.decoder_norm = nn.LayerNorm(w)
         self.decoder_pred = nn.Linear(w, voxels)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -259,15 +261,19 @@ def build_objective(job: MAE3DJob) -> MAE3D:
     return MAE3D(job.model)
 
 
-def geometry_transform(cfg: AugmentConfig):
-    """Sampler transform: a random geometric augmentation of each patch, ``{"image": (B,1,Z,Y,X)}``."""
+class GeometryTransform:
+    """Sampler transform: a random geometric augmentation of each patch, ``{"image": (B,1,Z,Y,X)}``.
 
-    def transform(patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        out = np.stack([random_geometry([p], rng, cfg)[0] for p in patches])
+    A class, not a closure, so DataLoader workers started with ``spawn`` can pickle it.
+    """
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        self.cfg = cfg
+
+    def __call__(self, patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        out = np.stack([random_geometry([p], rng, self.cfg)[0] for p in patches])
         return {"image": out[:, None].astype(np.float32)}
 
-    return transform
 
-
-def make_transform(job: MAE3DJob):
-    return geometry_transform(job.augment)
+def make_transform(job: MAE3DJob) -> GeometryTransform:
+    return GeometryTransform(job.augment)

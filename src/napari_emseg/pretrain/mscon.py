@@ -49,7 +49,8 @@ from ..models.heads import head_info
 from .mae3d import unpatchify
 from .trainer import TrainConfig
 
-__all__ = ["MSConConfig", "MSConJob", "MSCon", "info_nce", "build_objective", "make_transform"]
+__all__ = ["MSConConfig", "MSConJob", "MSCon", "info_nce", "build_objective", "make_transform",
+           "MSConViews"]
 
 
 @dataclass(frozen=True)
@@ -221,21 +222,25 @@ def build_objective(job: MSConJob) -> MSCon:
     return MSCon(job.model)
 
 
-def make_transform(job: MSConJob):
-    """Sampler transform: ``{"target", "weak", "strong"}`` views, each ``(B, 1, Z, Y, X)``."""
-    weak_cfg, strong_cfg = job.weak, job.strong
-    weak_rest = weak_cfg.replace(flip=0.0, flip_z=0.0, rotate90=0.0, affine=0.0, elastic=0.0, misalign=0.0)
+class MSConViews:
+    """Sampler transform: ``{"target", "weak", "strong"}`` views, each ``(B, 1, Z, Y, X)``
+    (a class, not a closure, so DataLoader workers started with ``spawn`` can pickle it)."""
 
-    def transform(patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def __init__(self, weak: AugmentConfig, strong: AugmentConfig) -> None:
+        self.weak, self.strong = weak, strong
+        # the weak config's non-geometric part, if any, makes the weak view from g(x)
+        self.weak_rest = weak.replace(flip=0.0, flip_z=0.0, rotate90=0.0, affine=0.0, elastic=0.0, misalign=0.0)
+
+    def __call__(self, patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         target, weak, strong = [], [], []
         for p in patches:
-            g = random_geometry([p], rng, weak_cfg)[0]
-            w, _ = augment(g, [], rng, weak_rest)  # the weak config's non-geometric part, if any
-            s, _ = augment(g, [], rng, strong_cfg)
+            g = random_geometry([p], rng, self.weak)[0]
             target.append(g)
-            weak.append(w)
-            strong.append(s)
+            weak.append(augment(g, [], rng, self.weak_rest)[0])
+            strong.append(augment(g, [], rng, self.strong)[0])
         return {k: np.stack(v)[:, None].astype(np.float32)
                 for k, v in (("target", target), ("weak", weak), ("strong", strong))}
 
-    return transform
+
+def make_transform(job: MSConJob) -> MSConViews:
+    return MSConViews(job.weak, job.strong)

@@ -32,7 +32,7 @@ from ..models.build import ModelConfig, build_model
 from ..models.heads import head_info
 from .trainer import TrainConfig
 
-__all__ = ["RetinaConfig", "RetinaJob", "Retina", "build_objective", "make_transform"]
+__all__ = ["RetinaConfig", "RetinaJob", "Retina", "RetinaViews", "build_objective", "make_transform"]
 
 
 @dataclass(frozen=True)
@@ -94,19 +94,23 @@ def build_objective(job: RetinaJob) -> Retina:
     return Retina(job.model)
 
 
-def make_transform(job: RetinaJob):
-    """Sampler transform: ``{"input", "target"}`` slices ``(B, 1, Y, X)`` from ``(B, 1, Y, X)`` patches."""
-    geometry, corrupt = job.geometry, job.corrupt
+class RetinaViews:
+    """Sampler transform: ``{"input", "target"}`` slices ``(B, 1, Y, X)`` from ``(B, 1, Y, X)``
+    patches (a class, not a closure, so DataLoader workers started with ``spawn`` can pickle it)."""
 
-    def transform(patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def __init__(self, geometry: AugmentConfig, corrupt: AugmentConfig) -> None:
+        self.geometry, self.corrupt = geometry, corrupt
+
+    def __call__(self, patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if patches.shape[1] != 1:
             raise ValueError(f"RETINA works on 2D slices: the patch must be (1, Y, X), got {patches.shape[1:]}")
         targets, inputs = [], []
         for p in patches:
-            g = random_geometry([p], rng, geometry)[0]
-            x, _ = augment(g, [], rng, corrupt)
+            g = random_geometry([p], rng, self.geometry)[0]
             targets.append(g)
-            inputs.append(x)
+            inputs.append(augment(g, [], rng, self.corrupt)[0])
         return {"input": np.stack(inputs).astype(np.float32), "target": np.stack(targets).astype(np.float32)}
 
-    return transform
+
+def make_transform(job: RetinaJob) -> RetinaViews:
+    return RetinaViews(job.geometry, job.corrupt)

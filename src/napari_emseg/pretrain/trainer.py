@@ -88,12 +88,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._atomic import atomic_path
 from ..config import Config
 from ..device import autocast_dtype, select_device
 from ..errors import EmsegError
 from ..progress import Cancelled, Job, Progress
 from . import distributed as D
+from .hooks import EarlyStopping, run_preview, run_validation
 from .state import (
     CheckpointError,
     capture_rng,
@@ -251,7 +251,7 @@ def train(
         amp = None
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
-    step, elapsed_before, history, best = 0, 0.0, [], _Best(cfg)
+    step, elapsed_before, history, best = 0, 0.0, [], EarlyStopping(cfg.early_stop_metric, cfg.early_stop_mode, cfg.patience)
     ckpt_path: Path | None = None
     if resume:
         found = latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
@@ -283,7 +283,8 @@ def train(
             objective, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.find_unused_parameters)
     tracker = Tracker(out / "tensorboard" if (out is not None and main and cfg.tensorboard) else None)
-    data = iter(batches(step) if callable(batches) else batches)
+    with torch.random.fork_rng(devices=[]):  # a DataLoader draws its base seed: keep it off our stream
+        data = iter(batches(step) if callable(batches) else batches)
     params = [p for g in opt.param_groups for p in g["params"]]
     t0, start_step = time.perf_counter(), step
     window: dict[str, list[float]] = {}
@@ -337,11 +338,11 @@ def train(
                 window = {}
             preview = None
             if main and cfg.preview_every and step % cfg.preview_every == 0 and hasattr(objective, "preview"):
-                preview = _preview(objective, batch, device)
+                preview = run_preview(objective, batch, device)
                 tracker.images(preview, step)
             want_stop = False
             if main and validate is not None and cfg.validate_every and step % cfg.validate_every == 0:
-                want_stop = _run_validation(objective, validate, step, best, validations, tracker, out)
+                want_stop = run_validation(objective, validate, step, best, validations, tracker, out)
             elapsed = time.perf_counter() - t0
             timed_out = cfg.time_limit_min is not None and elapsed >= 60 * cfg.time_limit_min
             eta = elapsed / max(1, step - start_step) * (cfg.max_steps - step)
@@ -360,7 +361,7 @@ def train(
                 save()
         stopped = stopped or "max_steps"
         if main and validate is not None and (not validations or validations[-1]["step"] != step):
-            _run_validation(objective, validate, step, best, validations, tracker, out)
+            run_validation(objective, validate, step, best, validations, tracker, out)
         if ckpt_dir is not None and step != last_saved:
             save()
     except KeyboardInterrupt:
@@ -379,66 +380,3 @@ def train(
         model=objective, step=step, stopped=stopped or "max_steps", metrics=final, history=history,
         validations=validations, checkpoint=ckpt_path, best_state=best.state, best_step=best.step,
         best_metric=best.value, elapsed_s=elapsed_before + time.perf_counter() - t0)
-
-
-def _preview(objective: nn.Module, batch: Any, device: torch.device) -> dict[str, np.ndarray] | None:
-    was = objective.training
-    objective.eval()
-    try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
-            return objective.preview(batch)  # type: ignore[operator]
-    finally:
-        objective.train(was)
-
-
-class _Best:
-    """Early-stopping bookkeeping: the best metric, its step and a CPU copy of the weights."""
-
-    def __init__(self, cfg: TrainConfig) -> None:
-        self.cfg = cfg
-        self.value: float | None = None
-        self.step: int | None = None
-        self.state: dict[str, torch.Tensor] | None = None
-        self.bad = 0
-
-    def update(self, model: nn.Module, metrics: Mapping[str, float], step: int) -> bool:
-        """Record a validation; True when patience is exhausted."""
-        name = self.cfg.early_stop_metric
-        if name is None:
-            return False
-        if name not in metrics:
-            raise TrainingError(f"early_stop_metric {name!r} is not among the validation metrics {sorted(metrics)}")
-        v = float(metrics[name])
-        better = self.value is None or (v < self.value if self.cfg.early_stop_mode == "min" else v > self.value)
-        if better:
-            self.value, self.step, self.bad = v, step, 0
-            self.state = {k: t.detach().to("cpu", copy=True) for k, t in model.state_dict().items()}
-        else:
-            self.bad += 1
-        return self.cfg.patience is not None and self.bad >= self.cfg.patience
-
-    def dump(self) -> dict[str, Any]:
-        return {"value": self.value, "step": self.step, "bad": self.bad}
-
-    def load(self, d: Mapping[str, Any]) -> None:
-        self.value, self.step, self.bad = d.get("value"), d.get("step"), int(d.get("bad", 0))
-
-
-def _run_validation(objective: nn.Module, validate: Callable, step: int, best: _Best,
-                    validations: list[dict[str, float]], tracker: Tracker, out: Path | None) -> bool:
-    was = objective.training
-    objective.eval()
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            res = {k: float(v) for k, v in dict(validate(objective, step)).items()}
-    finally:
-        objective.train(was)
-    validations.append({"step": step, **res})
-    tracker.scalars({f"val/{k}": v for k, v in res.items()}, step)
-    prev = best.step
-    stop = best.update(objective, res, step)
-    if out is not None and best.state is not None and best.step != prev:
-        with atomic_path(out / "best_state.pt") as tmp:
-            torch.save({"step": best.step, "metric": best.value, "state": best.state}, tmp)
-    return stop
-
