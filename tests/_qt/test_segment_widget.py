@@ -72,6 +72,19 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
     assert viewer.layers["raw mitochondria"].data.max() == 0
 
+    assert "model" in seg.show_voxel_sizes() and "image" in seg.voxel_label.text()
+    seg.min_size.setValue(0)
+    runner = seg.rerun_postprocess()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    if viewer.layers["raw mitochondria"].data.max() > 0:  # measure the objects, click one
+        runner = seg.measure.measure()
+        qtbot.waitUntil(lambda: not runner.running, timeout=120_000)
+        ids = np.unique(viewer.layers["raw mitochondria"].data)
+        assert seg.measure.table.rowCount() == np.count_nonzero(ids)
+        assert "volume_um3" in viewer.layers["raw mitochondria"].features
+        seg.measure.centre_on_row(0)
+        assert viewer.layers["raw mitochondria"].selected_label == int(seg.measure.table.item(0, 0).text())
+
     written = seg.export(tmp_path / "out.tif")
     assert written.endswith("out.tif")
 

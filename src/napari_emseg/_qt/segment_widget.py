@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._jobs import JobRunner
+from .measure_panel import MeasurePanel
 from .session import session_for
 
 logger = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class SegmentWidget(QWidget):
         self.export_button.setEnabled(False)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.voxel_label = QLabel("")
+        self.voxel_label.setWordWrap(True)
+        self.measure = MeasurePanel(napari_viewer, lambda: (self.labels_layer, self._image_layer))
+        self._image_layer: Any = None
 
         form = QFormLayout()
         form.addRow("image", self.image_combo.native)
@@ -84,6 +89,7 @@ class SegmentWidget(QWidget):
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(self.browse)
         form.addRow("model", model_row)
+        form.addRow("voxel sizes", self.voxel_label)
         presets = QHBoxLayout()
         presets.addWidget(self.mito_button)
         presets.addWidget(self.neuron_button)
@@ -109,6 +115,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.rerun_button)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
+        layout.addWidget(self.measure)
         layout.addStretch(1)
 
         self.image_combo.reset_choices()
@@ -122,12 +129,29 @@ class SegmentWidget(QWidget):
         self.rerun_button.clicked.connect(self.rerun_postprocess)
         self.export_button.clicked.connect(self._export_dialog)
         self.session.model_changed.connect(self._model_changed)
+        self.model_edit.textChanged.connect(lambda *_: self.show_voxel_sizes())
+        self.image_combo.changed.connect(lambda *_: self.show_voxel_sizes())
         if self.session.model_path is not None:
             self._model_changed(self.session.model_path)
 
     # -- settings -------------------------------------------------------------------------------
     def _model_changed(self, path: Any) -> None:
         self.model_edit.setText(str(path) if path else "")
+
+    def show_voxel_sizes(self) -> str:
+        """The model's and the image's voxel sizes side by side, and whether data is resampled."""
+        from ..errors import EmsegError
+        from ..resample import describe_voxel_sizes
+
+        model, image = self.model_edit.text().strip(), self.image_combo.value
+        text = ""
+        if model and image is not None:
+            try:
+                text = describe_voxel_sizes(model, layer_voxel_size(image))
+            except (EmsegError, OSError) as err:
+                text = f"cannot read the model: {err}"
+        self.voxel_label.setText(text)
+        return text
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Segmentation checkpoint", "", "Checkpoints (*.safetensors)")
@@ -184,7 +208,8 @@ class SegmentWidget(QWidget):
                 return None
         cfg = self.config(base)
         data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
-        scale = tuple(float(s) for s in image.scale[-3:]) if image.ndim == 3 else None
+        scale = layer_voxel_size(image)
+        self._image_layer = image
         self._scale = image.scale[-3:] if image.ndim == 3 else (1.0, *image.scale)
         self._translate = image.translate[-3:] if image.ndim == 3 else (0.0, *image.translate)
         self._image_name = image.name
@@ -276,6 +301,14 @@ class SegmentWidget(QWidget):
         written = write_labels(path, np.asarray(self.labels_layer.data), tuple(float(s) for s in self._scale))
         show_info(f"napari-emseg: labels written to {written}")
         return written
+
+
+def layer_voxel_size(layer: Any) -> tuple[float, float, float] | None:
+    """A layer's (z, y, x) scale as a voxel size, or ``None`` when napari's default (all 1) says nothing."""
+    scale = tuple(float(s) for s in layer.scale[-3:])
+    if len(scale) < 3 or all(abs(s - 1.0) < 1e-9 for s in scale):
+        return None
+    return scale  # type: ignore[return-value]
 
 
 def _spin(value: float, lo: float, hi: float, step: float) -> QDoubleSpinBox:
