@@ -15,7 +15,7 @@ bf16 peak its FLOPs reach; and, unless ``--stream-gb 0``, it streams a zarr volu
 gigabytes (written lazily with dask into a temporary folder, deleted afterwards) through a cheap
 model and prints peak RSS against the volume's size.
 
-    python bench/inference.py                    # CPU defaults, ~10 min on 2 shared cores
+    python bench/inference.py                    # CPU defaults, ~6 min on a shared 2-core CPU
     python bench/inference.py --stream-gb 4      # plus the out-of-core run
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import threading
@@ -148,30 +149,39 @@ def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repea
     print(f"\n[{label}] volume: {what}, {vol.size / 1e6:.1f} Mvoxel uint8; "
           f"{sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params; tile {tuple(tile)}, overlap 0.25, "
           f"gaussian, batch {batch}; device {device}, torch threads {torch.get_num_threads()}")
-    results: dict[str, tuple] = {}
     methods = (("predict_tiled", run_ours, batch), ("monai", run_monai, batch),
                ("monai_default", run_monai, 1), ("naive", run_naive, batch))
-    for _ in range(repeat):  # interleaved, best of `repeat`: the CPU is shared
+    wall: dict[str, list[float]] = {m[0]: [] for m in methods}
+    cpu: dict[str, list[float]] = {m[0]: [] for m in methods}
+    peak: dict[str, float] = {}
+    preds: dict[str, np.ndarray] = {}
+    for _ in range(repeat):  # interleaved rounds: the CPU is shared, so compare within a round
         for name, fn, b in methods:
             with PeakRSS() as mem:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 pred = fn(net, vol, tile, b, device)
-                dt = time.perf_counter() - t0
-            if name not in results or dt < results[name][0]:
-                results[name] = (dt, min(mem.mb, results.get(name, (0, mem.mb))[1]), pred)
+                wall[name].append(time.perf_counter() - t0)
+                cpu[name].append(time.process_time() - c0)
+            peak[name] = min(peak.get(name, mem.mb), mem.mb)
+            if name in ("predict_tiled", "monai"):
+                preds[name] = pred
             del pred
     for name, _, b in methods:
-        dt, mb, _ = results[name]
-        print(f"{name:>14}: {dt:7.2f} s  {vol.size / dt / 1e6:7.3f} Mvoxel/s  peak +{mb:7.1f} MB  (batch {b})")
-    ours, monai_, naive = results["predict_tiled"], results["monai"], results["naive"]
-    default = results["monai_default"]
-    diff = np.abs(ours[2].astype(np.float32) - monai_[2])
-    print(f"speed predict_tiled / monai (same batch {batch}): {monai_[0] / ours[0]:.2f}x; "
-          f"/ monai with its default sw_batch_size=1: {default[0] / ours[0]:.2f}x; "
-          f"peak memory monai / predict_tiled: {monai_[1] / max(ours[1], 1e-3):.1f}x")
-    print(f"speed predict_tiled / naive: {naive[0] / ours[0]:.2f}x (naive: no overlap, no blending, seams)")
+        dt = min(wall[name])
+        print(f"{name:>14}: {dt:7.2f} s ({min(cpu[name]):7.2f} s CPU)  {vol.size / dt / 1e6:7.3f} Mvoxel/s  "
+              f"peak +{peak[name]:7.1f} MB  (batch {b})")
+
+    def ratio(other: str, times: dict[str, list[float]]) -> str:
+        r = sorted(o / p for o, p in zip(times[other], times["predict_tiled"]))
+        return f"{statistics.median(r):.2f}x" + (f" ({r[0]:.2f}-{r[-1]:.2f})" if len(r) > 1 else "")
+
+    print(f"median per-round speed ratio, predict_tiled vs monai (same batch {batch}): wall {ratio('monai', wall)}, "
+          f"CPU {ratio('monai', cpu)}; vs monai at its default sw_batch_size=1: wall {ratio('monai_default', wall)}; "
+          f"vs naive: wall {ratio('naive', wall)} (naive: no overlap, no blending, seams)")
+    print(f"peak memory monai / predict_tiled: {peak['monai'] / max(peak['predict_tiled'], 1e-3):.1f}x")
+    diff = np.abs(preds["predict_tiled"].astype(np.float32) - preds["monai"])
     print(f"|predict_tiled - monai|: max {diff.max():.4f}, mean {diff.mean():.5f} "
-          "(tiles at volume edges and block edges are weighted differently)")
+          "(tiles at the volume's faces are weighted differently)")
 
 
 def tile_voxels(shape, tile, cfg: InferenceConfig) -> int:
@@ -271,8 +281,9 @@ def main(argv=None) -> int:
                    help="volume for the pointwise model")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--gpu-batch", type=int, default=4)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeat", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: stable timings on a shared CPU)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (ResUNet)")
     p.add_argument("--stream-gb", type=float, default=0.0, help="size of the streamed zarr run (0: skip)")
     p.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--skip-compare", action="store_true")
@@ -284,7 +295,7 @@ def main(argv=None) -> int:
         compare("ResUNet3D", resunet(tuple(args.tile)), vol, what, tuple(args.tile), args.batch, args.repeat)
         del vol
         big, what = load_volume(tuple(args.big_shape))
-        compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch, 1)
+        compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch, 2)
         del big
     gpu_unetr(args)
     if args.stream_gb > 0:
