@@ -150,12 +150,8 @@ def predict_block(spec: dict[str, Any], block: Any, image: Any) -> int:
 
 
 def _read_block(volume: Any, block: Any, spec: dict[str, Any], device: Any) -> Any:
-    """A block's normalised, padded input on ``device``, read as ``predict_tiled`` reads it."""
-    from ..inference import prefetch
+    """A block's padded input on ``device``, normalised there, exactly as ``predict_tiled`` does."""
+    from ..inference.prefetch import BlockReader, normalize_tensor
 
-    pin = device.type == "cuda"
-    if hasattr(prefetch, "normalize_tensor"):  # raw values travel, normalised on the device
-        x = prefetch.BlockReader(volume, pin=pin)(block).to(device, non_blocking=True)
-        return prefetch.normalize_tensor(x, spec["lo"], spec["hi"], spec["invert"])
-    reader = prefetch.BlockReader(volume, spec["lo"], spec["hi"], spec["invert"], pin=pin)
-    return reader(block).to(device, non_blocking=True)
+    x = BlockReader(volume, pin=device.type == "cuda")(block).to(device, non_blocking=True)
+    return normalize_tensor(x, spec["lo"], spec["hi"], spec["invert"])
