@@ -14,6 +14,7 @@ On CUDA it also counts the FLOPs of one ViT-B MAE-3D step (forward + backward,
 TFLOP/s.
 
     python bench/pretrain_throughput.py                 # CPU sizes (the bundled encoders' configs)
+    python bench/pretrain_throughput.py --vitb          # plus ViT-B MAE-3D, visible-only vs all tokens
     python bench/pretrain_throughput.py --paper         # paper sizes (ViT-B 6x96x96 ...), for GPUs
 """
 
@@ -37,7 +38,8 @@ from napari_emseg.progress import drain
 
 MODULES = {"mae3d": mae3d, "mscon": mscon, "retina": retina}
 CPU_SIZES = {
-    "mae3d": ["model.encoder.vit_size=micro", "data.patch=4,64,64", "data.batch_size=8"],
+    "mae3d": ["model.encoder.vit_size=micro", "model.decoder_width=256", "model.decoder_heads=8",
+              "data.patch=4,64,64", "data.batch_size=8"],
     "mscon": ["model.backbone.widths=16,32,64,128", "data.patch=8,64,64", "data.batch_size=2",
               "model.sim_pool=2,8,8", "model.sim_hidden=256"],
     "retina": ["model.backbone.vit_size=micro", "model.backbone.widths=16,32,64,128", "data.patch=1,128,128",
@@ -121,6 +123,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--paper", action="store_true", help="paper-sized models (use on a GPU)")
     p.add_argument("--methods", default="mae3d,mscon,retina")
+    p.add_argument("--vitb", action="store_true",
+                   help="also the visible-only vs all-token comparison for ViT-B MAE-3D, 6x96x96, batch 2")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
@@ -148,6 +152,16 @@ def main() -> None:
                 tb = train_rate(base, batch, job.train, args.steps)
                 print(f"{'  baseline: encoder on all':<28} {patch:>12} {job.data.batch_size:>5} {'':>15} {tb:>16.2f}"
                       f"   visible-only speed-up x{t / tb:.2f}")
+                if args.vitb:
+                    vb = load_job("mae3d", None, ["data.batch_size=2", *COMMON])
+                    xb = {"image": torch.randn(2, 1, *vb.data.patch)}
+                    torch.manual_seed(0)
+                    r_vis = train_rate(module.build_objective(vb), xb, vb.train, args.steps)
+                    torch.manual_seed(0)
+                    r_all = train_rate(FullEncoderMAE(module.build_objective(vb)), xb, vb.train, args.steps)
+                    print(f"{'mae3d ViT-B (paper model)':<28} {'6x96x96':>12} {2:>5} {'':>15} {r_vis:>16.2f}")
+                    print(f"{'  baseline: encoder on all':<28} {'6x96x96':>12} {2:>5} {'':>15} {r_all:>16.2f}"
+                          f"   visible-only speed-up x{r_vis / r_all:.2f}")
                 if cuda:
                     big = load_job("mae3d", None, ["data.batch_size=32", *COMMON])
                     torch.manual_seed(0)

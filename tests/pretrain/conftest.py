@@ -37,3 +37,14 @@ def em_npy(tmp_path_factory, tiny_em):
     path = tmp_path_factory.mktemp("em") / "em.npy"
     np.save(path, tiny_em.raw)
     return str(path)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread (two threads on a busy 2-core CI box are far slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -198,10 +198,13 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig,
     groups = [g for g in groups if g["params"]]
     if not groups:
         raise TrainingError("nothing to train: every parameter is frozen (requires_grad=False)")
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer in ("adamw", "adam"):
+        cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        kwargs = dict(lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+        try:  # the fused kernel (CUDA, and CPU in recent torch) is ~2x faster than the default
+            return cls(groups, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            return cls(groups, **kwargs)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
