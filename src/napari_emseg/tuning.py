@@ -244,13 +244,12 @@ def tune_job(
                                            f"settings on {len(slices)} painted slices")
     source = _Source(predictions, target, offsets, voxel_size, task)
     base_row = {k: _get(base, k) for k in (*expensive, *cheap)}
-    order = sorted(builds, key=lambda b: tuple(v != base_row[k] for k, v in zip(expensive, b)))
     table: list[dict[str, Any]] = []
     best: tuple[float, Config] | None = None
     base_score = float("nan")
     stopped = "done"
     try:
-        for step, values in enumerate(order, start=1):
+        for step, values in enumerate(builds, start=1):  # base values first: the base is tried first
             cfg = _with(base, dict(zip(expensive, values)))
             scorer = source.build(cfg, ax, slices)
             for cvals in itertools.product(*cheap.values()):
@@ -383,8 +382,7 @@ def _plan(base: Config, grid: Mapping[str, Sequence[Any]], cheap_names: frozense
             raise ConfigError(f"tuning grid: no values for {name!r}")
         vals = [_get(base.override([f"{key}={v}"]), key) if isinstance(v, str) else v for v in vals]
         current = _get(base, key)
-        if current not in vals:
-            vals.append(current)
+        vals = [current] + [v for v in vals if v != current]  # the base first: it wins ties
         for v in vals:
             _with(base, {key: v})  # type-checks each value now, not mid-search
         (cheap if key in cheap_names else expensive)[key] = vals

@@ -1,0 +1,195 @@
+"""Does painting the suggested slices beat painting evenly spaced or random ones?
+
+Real EM: a 20 x 384 x 384 crop of Gerhard et al. 2013 (Drosophila VNC, ssTEM, 50 nm sections),
+mitochondria with their 2D instance labels. Sections 1, 7 and 18 carry no mitochondrion labels in
+the data set and are left out. Six sections (2, 5, 8, 11, 14, 17) are a fixed test set that is
+never painted; the other 11 are the pool a user paints from. Starting from one painted
+section (9), each strategy adds one pool section per round:
+
+* ``suggest``: the first of :func:`napari_emseg.active.suggest_slices` on the uncertainty map of
+  the current model (test sections excluded);
+* ``even``: the pool section farthest from every painted one (evenly spaced);
+* ``random``: a random order of the pool (one run per seed).
+
+Every round fine-tunes the strategy's model further for ``--steps`` steps on all its painted
+sections (same seed per round for all strategies: the model a user would continue from), then
+scores it on the test sections: the pixel average precision of the foreground map (threshold-free,
+the main figure), the foreground IoU at 0.5 and AP50 of the 2D objects after the seeded watershed
+(fixed settings). The network is a small ResUNet (16/32/64, one-section tiles) trained from scratch
+with light augmentation, the largest that fits the time budget. Printed: the curves (metric against the
+number of painted sections), how many sections each strategy needs to reach given IoUs, and
+the time spent; then, for each final model, the AP50 of post-processing tuned on its painted
+sections (:mod:`napari_emseg.tuning`) against fixed settings. One torch thread (faster than two on the shared 2-core machine).
+
+    python bench/active.py                       # about 25 min on the shared 2-core CPU
+    python bench/active.py --rounds 2 --steps 10 # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_emseg.active import UncertaintyConfig, suggest_slices, uncertainty_job
+from napari_emseg.data.augment import AugmentConfig
+from napari_emseg.finetune.job import FineTuneConfig, fine_tune
+from napari_emseg.inference import InferenceConfig, predict_tiled
+from napari_emseg.models import ModelConfig, build_model
+from napari_emseg.models.heads import head_info
+from napari_emseg.postprocess import MitoConfig, extract_instances
+from napari_emseg.progress import drain
+from napari_emseg.tuning import slice_score, tune_postprocess
+
+DATA = Path("/work/shared/data/vnc-gerhard2013/vnc_stack1.npz")
+CROP = (slice(None), slice(640, 1024), slice(320, 704))  # the crop richest in mitochondria (131 2D objects)
+UNANNOTATED = (1, 7, 18)  # sections without mitochondrion labels in the data set: never used
+TEST = (2, 5, 8, 11, 14, 17)
+START = 9
+POST = MitoConfig(mode="2d", seed_foreground=0.7, seed_contour=0.8, seed_distance=0.3, foreground_threshold=0.5,
+                  min_seed_size=16, min_size=64)
+INFER = InferenceConfig(device="cpu", block=(8, 384, 384))
+LIGHT = AugmentConfig(flip=0.5, rotate90=0.5, brightness=0.3, contrast=0.3)  # cheaper than the defaults
+
+
+def next_even(painted: list[int], pool: list[int]) -> int:
+    left = [i for i in pool if i not in painted]
+    return max(left, key=lambda i: (min(abs(i - p) for p in painted), -i))
+
+
+def evaluate(model, raw: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Foreground IoU and AP50 on the test sections (the model sees one section at a time)."""
+    test = list(TEST)
+    probs = drain(predict_tiled(model, raw[test], None, INFER), show=False)
+    fg = (probs[0] > 0.5).astype(np.uint8)
+    labels = extract_instances(probs, "bcd", POST)
+    ref, at = gt[test], range(len(test))
+    return {"pixel_ap": pixel_ap(probs[0], ref > 0), "iou": slice_score(fg, ref, at, metric="iou"),
+            "ap50": slice_score(labels, ref, at, metric="ap50")}
+
+
+def pixel_ap(prob: np.ndarray, truth: np.ndarray) -> float:
+    """Average precision of the foreground map over pixels (threshold-free)."""
+    order = np.argsort(-prob.astype(np.float32).ravel(), kind="stable")
+    hits = truth.ravel()[order]
+    precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
+    return float(precision[hits].sum() / max(1, hits.sum()))
+
+
+def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=None) -> list[dict]:
+    painted = [START]
+    model, curve = start_model, []
+    order = list(rng.permutation([i for i in pool if i != START])) if rng is not None else None
+    for r in range(rounds):
+        t0 = time.perf_counter()
+        umap_s = 0.0
+        if name == "suggest":
+            t = time.perf_counter()
+            umap = drain(uncertainty_job(model, raw, UncertaintyConfig(inference=INFER)), show=False)
+            umap_s = time.perf_counter() - t
+            pick = suggest_slices(umap, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
+        elif name == "even":
+            pick = next_even(painted, pool)
+        else:
+            pick = int(next(i for i in order if i not in painted))
+        painted.append(pick)
+        labels = np.zeros_like(gt)
+        labels[painted] = gt[painted]
+        res = drain(fine_tune(copy.deepcopy(model), raw, labels, cfg.replace(seed=r + 1)), show=False)
+        model = res.model
+        scores = evaluate(model, raw, gt)
+        curve.append({"painted": len(painted), "added": pick, **scores,
+                      "seconds": round(time.perf_counter() - t0, 1), "uncertainty_s": round(umap_s, 1)})
+        log(f"{name:>10} round {r + 1}: +{pick:>2} -> {sorted(painted)}  pixel AP {scores['pixel_ap']:.3f}  "
+            f"iou {scores['iou']:.3f}  "
+            f"ap50 {scores['ap50']:.3f}  ({curve[-1]['seconds']:.0f} s, uncertainty {umap_s:.0f} s)")
+    return curve, model, painted
+
+
+def tuned_vs_fixed(model, raw, gt, painted: list[int]) -> dict[str, float]:
+    """Feature 2 on the same data: thresholds tuned on the painted sections, scored on the test ones."""
+    probs = drain(predict_tiled(model, raw, None, INFER), show=False)
+    labels = np.zeros_like(gt)
+    labels[painted] = gt[painted]
+    res = tune_postprocess(probs, "bcd", labels, base=POST, metric="ap50")
+    ref = gt[list(TEST)]
+    out = {name: slice_score(extract_instances(probs, "bcd", cfg), ref, TEST, metric="ap50")
+           for name, cfg in (("defaults", MitoConfig()), ("fixed", POST), ("tuned", res.config))}
+    print(f"  {res.describe()}".replace("\n", "\n  "))
+    return {**out, "painted_score": res.score, "painted_untuned": res.base_score, "tune_s": res.elapsed_s}
+
+
+def sections_to_reach(curve: list[dict], key: str, target: float) -> int | None:
+    return next((c["painted"] for c in curve if c[key] >= target), None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="sections added after the first (default 5)")
+    ap.add_argument("--steps", type=int, default=100, help="fine-tuning steps per round (default 100)")
+    ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--json", default=None, help="write all curves here")
+    args = ap.parse_args()
+    if not DATA.exists():
+        print(f"skipped: {DATA} is not here (the benchmark reads it in place)")
+        return
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    t_all = time.perf_counter()
+    data = np.load(DATA)
+    raw, gt = data["raw"][CROP].copy(), data["mito_instances_2d"][CROP].copy()
+    pool = [i for i in range(raw.shape[0]) if i not in TEST + UNANNOTATED]
+    print(f"VNC crop {raw.shape}, test sections {list(TEST)} ({sum(len(np.unique(gt[z])) - 1 for z in TEST)} "
+          f"objects), pool {pool}, start {START}; {args.steps} steps per round, 1 torch thread")
+    torch.manual_seed(0)
+    init = build_model(ModelConfig(arch="resunet", widths=(16, 32, 64), anisotropic_levels=2, subunits=1),
+                       head_info("bcd", tile=(1, 128, 128), voxel_size=(50.0, 4.6, 4.6)))
+    cfg = FineTuneConfig(task="mitochondria", steps=args.steps, patch=(1, 128, 128), batch_size=4, lr=3e-3,
+                         encoder_lr_scale=1.0, holdout=False, device="cpu", validate_every=10**9, augment=LIGHT)
+    labels = np.zeros_like(gt)
+    labels[START] = gt[START]
+    t = time.perf_counter()
+    first = drain(fine_tune(copy.deepcopy(init), raw, labels, cfg.replace(seed=0)), show=False).model
+    base = {"painted": 1, "added": START, **evaluate(first, raw, gt), "seconds": round(time.perf_counter() - t, 1)}
+    print(f"{'start':>10}: [{START}]  pixel AP {base['pixel_ap']:.3f}  iou {base['iou']:.3f}  ap50 {base['ap50']:.3f}  "
+          f"({base['seconds']:.0f} s)")
+    runs = {"suggest": None, "even": None, **{f"random{s}": s for s in range(args.random_seeds)}}
+    curves, finals = {}, {}
+    for name, seed in runs.items():
+        rng = np.random.default_rng(seed) if seed is not None else None
+        kind = "random" if seed is not None else name
+        curve, model, painted = run_strategy(kind, first, raw, gt, pool, args.rounds, cfg, print, rng)
+        curves[name], finals[name] = [base] + curve, (model, painted)
+    print("\npainted sections:   " + "  ".join(f"{n:>5}" for n in range(1, args.rounds + 2)))
+    for key in ("pixel_ap", "iou", "ap50"):
+        for name, curve in curves.items():
+            print(f"{key:>8} {name:>10}:   " + "  ".join(f"{c[key]:.3f}" for c in curve))
+    best = max(c["pixel_ap"] for curve in curves.values() for c in curve)
+    print("\nsections needed to reach a pixel AP on the test sections (- = not within the rounds):")
+    for frac in (0.9, 0.95, 0.98):
+        target = frac * best
+        row = {n: sections_to_reach(c, "pixel_ap", target) for n, c in curves.items()}
+        print(f"  pixel AP >= {target:.3f} ({frac:.0%} of the best): "
+              + ", ".join(f"{n} {v or '-'}" for n, v in row.items()))
+    print("\npost-processing of each final model, AP50 on the test sections: MitoConfig defaults, the fixed "
+          "settings above, and settings tuned on its painted sections (napari_emseg.tuning):")
+    tuning = {}
+    for name, (model, painted) in finals.items():
+        tuning[name] = t = tuned_vs_fixed(model, raw, gt, painted)
+        print(f"  {name:>10}: defaults {t['defaults']:.3f}  fixed {t['fixed']:.3f}  tuned {t['tuned']:.3f}  "
+              f"(on its painted sections {t['painted_untuned']:.3f} -> {t['painted_score']:.3f}, {t['tune_s']:.0f} s)")
+    total = time.perf_counter() - t_all
+    print(f"\ntotal {total / 60:.1f} min")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"curves": curves, "tuning": tuning, "minutes": total / 60,
+                                               "steps": args.steps}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
