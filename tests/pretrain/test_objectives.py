@@ -117,3 +117,17 @@ def test_each_objective_overfits_one_fixed_batch(method):
         opt.step()
         losses.append(float(loss))
     assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_mscon_with_a_vit_backbone_exports_the_vit():
+    job = tiny_job("mscon", "model.backbone.arch=vit3d", "model.backbone.vit_size=micro", "model.vit_levels=2,4",
+                   "data.patch=2,32,32")
+    torch.manual_seed(0)
+    model = mscon.build_objective(job)
+    views = mscon.make_transform(job)(np.random.default_rng(0).normal(size=(2, 2, 32, 32)).astype(np.float32),
+                                      np.random.default_rng(0))
+    loss, m = model({k: torch.from_numpy(v) for k, v in views.items()})
+    loss.backward()
+    assert torch.isfinite(loss) and set(m) == {"l_r", "l_cross", "l_sim"}
+    assert all(p.grad is not None for p in model.parameters())
+    assert model.export_model().config.arch == "vit3d"
