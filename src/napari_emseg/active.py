@@ -77,14 +77,16 @@ class UncertaintyConfig(Config):
         In-plane size (voxels) of the cells of the coarse map kept for regions; grown
         automatically for huge volumes.
     inference
-        Tiling, device and precision (its ``tta`` and ``dtype`` are set here).
+        Tiling, device and precision (its ``tta`` and ``dtype`` are set here). Tiles overlap by
+        half along z by default: a 3D network is often less sure near a tile's z-faces, and with
+        little z-overlap that shows up as a periodic pattern in the slice scores.
     """
 
     measure: Measure = "combined"
     flips: Literal["auto", "yx", "none"] = "auto"
     axis: int = 0
     cell: int = 16
-    inference: InferenceConfig = InferenceConfig()
+    inference: InferenceConfig = InferenceConfig(overlap=(0.5, 0.25, 0.25))
 
     def __post_init__(self) -> None:
         if self.axis not in (0, 1, 2):
@@ -117,11 +119,12 @@ class UncertaintyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         planar = x.dim() == 4
+        x5 = x.unsqueeze(2) if planar else x
         if self.flips == "none":
             sets: list[tuple[int, ...]] = [()]
-        else:
-            sets = flip_sets((1, 2) if planar or self.flips == "yx" else (0, 1, 2))
-        x5 = x.unsqueeze(2) if planar else x
+        else:  # flipping an axis of length 1 (a one-slice tile) changes nothing: skip it
+            axes = (1, 2) if planar or self.flips == "yx" else (0, 1, 2)
+            sets = flip_sets(tuple(a for a in axes if x5.shape[2 + a] > 1))
         mean = sq = None
         for s in sets:
             xs = torch.flip(x5, dims=[2 + a for a in s]) if s else x5
