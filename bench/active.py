@@ -82,10 +82,10 @@ def pixel_ap(prob: np.ndarray, truth: np.ndarray) -> float:
     return float(precision[hits].sum() / max(1, hits.sum()))
 
 
-def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=None) -> list[dict]:
-    painted = [START]
+def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=None, start=START) -> list[dict]:
+    painted = [start]
     model, curve = start_model, []
-    order = list(rng.permutation([i for i in pool if i != START])) if rng is not None else None
+    order = list(rng.permutation([i for i in pool if i != start])) if rng is not None else None
     for r in range(rounds):
         t0 = time.perf_counter()
         umap_s = 0.0
@@ -112,14 +112,14 @@ def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=No
     return curve, model, painted
 
 
-def tuned_vs_fixed(model, raw, gt, painted: list[int]) -> dict[str, float]:
+def tuned_vs_fixed(model, raw, gt, painted: list[int], metric: str) -> dict[str, float]:
     """Feature 2 on the same data: thresholds tuned on the painted sections, scored on the test ones."""
     probs = drain(predict_tiled(model, raw, None, INFER), show=False)
     labels = np.zeros_like(gt)
     labels[painted] = gt[painted]
-    res = tune_postprocess(probs, "bcd", labels, base=POST, metric="ap50")
+    res = tune_postprocess(probs, "bcd", labels, base=POST, metric=metric)
     ref = gt[list(TEST)]
-    out = {name: slice_score(extract_instances(probs, "bcd", cfg), ref, TEST, metric="ap50")
+    out = {name: slice_score(extract_instances(probs, "bcd", cfg), ref, TEST, metric=metric)
            for name, cfg in (("defaults", MitoConfig()), ("fixed", POST), ("tuned", res.config))}
     print(f"  {res.describe()}".replace("\n", "\n  "))
     return {**out, "painted_score": res.score, "painted_untuned": res.base_score, "tune_s": res.elapsed_s}
@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="sections added after the first (default 5)")
     ap.add_argument("--steps", type=int, default=100, help="fine-tuning steps per round (default 100)")
     ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--start", type=int, default=START, help=f"the first painted section (default {START})")
     ap.add_argument("--json", default=None, help="write all curves here")
     args = ap.parse_args()
     if not DATA.exists():
@@ -145,26 +146,29 @@ def main() -> None:
     data = np.load(DATA)
     raw, gt = data["raw"][CROP].copy(), data["mito_instances_2d"][CROP].copy()
     pool = [i for i in range(raw.shape[0]) if i not in TEST + UNANNOTATED]
+    start = args.start
+    if start not in pool:
+        raise SystemExit(f"--start {start}: choose a pool section, one of {pool}")
     print(f"VNC crop {raw.shape}, test sections {list(TEST)} ({sum(len(np.unique(gt[z])) - 1 for z in TEST)} "
-          f"objects), pool {pool}, start {START}; {args.steps} steps per round, 1 torch thread")
+          f"objects), pool {pool}, start {start}; {args.steps} steps per round, 1 torch thread")
     torch.manual_seed(0)
     init = build_model(ModelConfig(arch="resunet", widths=(16, 32, 64), anisotropic_levels=2, subunits=1),
                        head_info("bcd", tile=(1, 128, 128), voxel_size=(50.0, 4.6, 4.6)))
     cfg = FineTuneConfig(task="mitochondria", steps=args.steps, patch=(1, 128, 128), batch_size=4, lr=3e-3,
                          encoder_lr_scale=1.0, holdout=False, device="cpu", validate_every=10**9, augment=LIGHT)
     labels = np.zeros_like(gt)
-    labels[START] = gt[START]
+    labels[start] = gt[start]
     t = time.perf_counter()
     first = drain(fine_tune(copy.deepcopy(init), raw, labels, cfg.replace(seed=0)), show=False).model
-    base = {"painted": 1, "added": START, **evaluate(first, raw, gt), "seconds": round(time.perf_counter() - t, 1)}
-    print(f"{'start':>10}: [{START}]  pixel AP {base['pixel_ap']:.3f}  iou {base['iou']:.3f}  ap50 {base['ap50']:.3f}  "
+    base = {"painted": 1, "added": start, **evaluate(first, raw, gt), "seconds": round(time.perf_counter() - t, 1)}
+    print(f"{'start':>10}: [{start}]  pixel AP {base['pixel_ap']:.3f}  iou {base['iou']:.3f}  ap50 {base['ap50']:.3f}  "
           f"({base['seconds']:.0f} s)")
     runs = {"suggest": None, "even": None, **{f"random{s}": s for s in range(args.random_seeds)}}
     curves, finals = {}, {}
     for name, seed in runs.items():
         rng = np.random.default_rng(seed) if seed is not None else None
         kind = "random" if seed is not None else name
-        curve, model, painted = run_strategy(kind, first, raw, gt, pool, args.rounds, cfg, print, rng)
+        curve, model, painted = run_strategy(kind, first, raw, gt, pool, args.rounds, cfg, print, rng, start)
         curves[name], finals[name] = [base] + curve, (model, painted)
     print("\npainted sections:   " + "  ".join(f"{n:>5}" for n in range(1, args.rounds + 2)))
     for key in ("pixel_ap", "iou", "ap50"):
@@ -177,13 +181,15 @@ def main() -> None:
         row = {n: sections_to_reach(c, "pixel_ap", target) for n, c in curves.items()}
         print(f"  pixel AP >= {target:.3f} ({frac:.0%} of the best): "
               + ", ".join(f"{n} {v or '-'}" for n, v in row.items()))
-    print("\npost-processing of each final model, AP50 on the test sections: MitoConfig defaults, the fixed "
-          "settings above, and settings tuned on its painted sections (napari_emseg.tuning):")
-    tuning = {}
-    for name, (model, painted) in finals.items():
-        tuning[name] = t = tuned_vs_fixed(model, raw, gt, painted)
-        print(f"  {name:>10}: defaults {t['defaults']:.3f}  fixed {t['fixed']:.3f}  tuned {t['tuned']:.3f}  "
-              f"(on its painted sections {t['painted_untuned']:.3f} -> {t['painted_score']:.3f}, {t['tune_s']:.0f} s)")
+    tuning: dict[str, dict] = {}
+    for metric in ("ap50", "iou"):
+        print(f"\npost-processing of each final model, {metric} of the labels on the test sections: MitoConfig "
+              "defaults, the fixed settings above, and settings tuned on its painted sections (napari_emseg.tuning):")
+        for name, (model, painted) in finals.items():
+            tuning.setdefault(metric, {})[name] = t = tuned_vs_fixed(model, raw, gt, painted, metric)
+            print(f"  {name:>10}: defaults {t['defaults']:.3f}  fixed {t['fixed']:.3f}  tuned {t['tuned']:.3f}  "
+                  f"(on its painted sections {t['painted_untuned']:.3f} -> {t['painted_score']:.3f}, "
+                  f"{t['tune_s']:.0f} s)")
     total = time.perf_counter() - t_all
     print(f"\ntotal {total / 60:.1f} min")
     if args.json:
