@@ -46,6 +46,7 @@ def test_mitochondria_loss_falls_and_checkpoint_rebuilds(tiny_em, tmp_path):
     x = torch.zeros(1, 1, 4, 32, 32)
     torch.testing.assert_close(model(x), res.model(x))
     assert res.best_metric is not None  # two painted slices: one held out and scored
+    assert any("val_loss" in e.metrics for e in events)  # and the score is reported as progress
 
 
 def test_neurons_on_isolated_slices_train_boundaries(tiny_em, tmp_path):

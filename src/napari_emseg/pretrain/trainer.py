@@ -346,6 +346,8 @@ def train(
             want_stop = False
             if main and validate is not None and cfg.validate_every and step % cfg.validate_every == 0:
                 want_stop = run_validation(objective, validate, step, best, validations, tracker, out)
+                if validations and validations[-1].get("step") == step:  # report the score with the step
+                    metrics.update({k: v for k, v in validations[-1].items() if k != "step"})
             elapsed = time.perf_counter() - t0
             timed_out = cfg.time_limit_min is not None and elapsed >= 60 * cfg.time_limit_min
             eta = elapsed / max(1, step - start_step) * (cfg.max_steps - step)
