@@ -25,7 +25,7 @@ from skimage.segmentation import find_boundaries, watershed
 
 from napari_emseg.data.synthetic import make_synthetic_em
 from napari_emseg.evaluation import evaluate, neuron_metrics
-from napari_emseg.finetune.targets import _contour_and_distance, _pair_slices
+from napari_emseg.finetune.targets import contour_and_distance, pair_slices
 from napari_emseg.models.info import NN_OFFSETS
 from napari_emseg.postprocess import (
     FragmentConfig,
@@ -42,7 +42,7 @@ def gt_affinities(labels: np.ndarray, noise: float, rng: np.random.Generator) ->
     """Exact affinities (1 within an object, 0 across a boundary) plus noise."""
     affs = np.zeros((3, *labels.shape), np.float32)
     for c, off in enumerate(NN_OFFSETS):
-        a, b = _pair_slices(labels.shape, off)
+        a, b = pair_slices(labels.shape, off)
         affs[c][a] = labels[a] == labels[b]
     affs += rng.normal(0, noise, affs.shape).astype(np.float32)
     return np.clip(affs, 0, 1, out=affs)
@@ -59,7 +59,7 @@ def membrane_affinities(em, noise: float, rng: np.random.Generator, holes: float
     b = ndi.gaussian_filter(b.astype(np.float32), (0, 0.7, 0.7))
     b = np.clip(b + rng.normal(0, noise, b.shape).astype(np.float32), 0, 1)
     affs = affinities_from_boundaries(b)
-    a, c = _pair_slices(b.shape, NN_OFFSETS[0])
+    a, c = pair_slices(b.shape, NN_OFFSETS[0])
     affs[0] = 0
     affs[0][a] = em.neurons[a] == em.neurons[c]
     affs[0] = np.clip(affs[0] + rng.normal(0, noise, b.shape).astype(np.float32), 0, 1)
@@ -70,7 +70,7 @@ def gt_bcd(labels: np.ndarray, noise: float, rng: np.random.Generator) -> np.nda
     fg = (labels > 0).astype(np.float32)
     contour, dist = np.zeros_like(fg), np.zeros_like(fg)
     for z in range(labels.shape[0]):
-        contour[z], dist[z] = _contour_and_distance(labels[z], 1)
+        contour[z], dist[z] = contour_and_distance(labels[z], 1)
     bcd = np.stack([fg, contour, dist]) + rng.normal(0, noise, (3, *labels.shape)).astype(np.float32)
     return np.round(np.clip(bcd, 0, 1) * 255).astype(np.uint8)  # as tiled inference stores it
 

@@ -40,13 +40,13 @@ TILE = (64, 256, 256)
 def _tiles(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """One synthetic sample and BCD maps of its mitochondria (as a good network predicts them)."""
     from napari_emseg.data.synthetic import make_synthetic_em
-    from napari_emseg.finetune.targets import _contour_and_distance
+    from napari_emseg.finetune.targets import contour_and_distance
 
     em = make_synthetic_em(TILE, seed=seed)
     bcd = np.zeros((3, *TILE), np.uint8)
     bcd[0] = (em.mitochondria > 0) * 255
     for z in range(TILE[0]):
-        contour, dist = _contour_and_distance(em.mitochondria[z], 1)
+        contour, dist = contour_and_distance(em.mitochondria[z], 1)
         bcd[1, z], bcd[2, z] = np.round(contour * 255), np.round(dist * 255)
     return em.raw, bcd
 

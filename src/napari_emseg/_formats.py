@@ -241,7 +241,7 @@ def _ome_voxel_size(ms: Mapping[str, Any], level: Mapping[str, Any]) -> tuple[fl
 
 def _vs_from_attrs(attrs: Mapping[str, Any], xyz_order: bool = False) -> tuple[float, ...] | None:
     """``resolution`` / ``voxel_size`` (zyx, nm; xyz in N5) or N5 ``pixelResolution`` (xyz)."""
-    for key in ("resolution", "voxel_size", "voxelSize", "scale"):
+    for key in ("resolution", "voxel_size", "voxelSize"):
         if key in attrs:
             val = attrs[key]
             if isinstance(val, Mapping):

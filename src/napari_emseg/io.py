@@ -294,7 +294,7 @@ def write_volume(
     chunks = tuple(int(min(c, s)) for c, s in zip(chunks, data.shape))
     data = data.rechunk(chunks)
 
-    _ensure_parent_groups(target, zarr_format)
+    ensure_parent_groups(target, zarr_format)
     tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
         arr = zarr.create_array(
@@ -306,7 +306,7 @@ def write_volume(
             meta["resolution"] = [float(v) for v in voxel_size]
             meta["unit"] = "nm"
         if meta:
-            arr.attrs.update(_jsonable(meta))
+            arr.attrs.update(jsonable(meta))
         da.store(data, arr, lock=False, compute=True)
         _replace_dir(tmp, target)
     finally:
@@ -321,7 +321,7 @@ def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(max(1, min(t, s))) for t, s in zip(target, shape))
 
 
-def _ensure_parent_groups(target: Path, zarr_format: int) -> None:
+def ensure_parent_groups(target: Path, zarr_format: int) -> None:
     """Create zarr groups for ``a.zarr/b/c`` style targets inside a container."""
     import zarr
 
@@ -329,13 +329,13 @@ def _ensure_parent_groups(target: Path, zarr_format: int) -> None:
     for i, part in enumerate(parts[:-1]):
         if part.lower().endswith(".zarr"):
             root = Path(*parts[: i + 1])
-            group = zarr.open_group(str(root), mode="a", zarr_format=_existing_format(root, zarr_format))
+            group = zarr.open_group(str(root), mode="a", zarr_format=existing_format(root, zarr_format))
             for sub in parts[i + 1 : -1]:
                 group = group.require_group(sub)
             return
 
 
-def _existing_format(root: Path, default: int) -> int:
+def existing_format(root: Path, default: int) -> int:
     if (root / "zarr.json").exists():
         return 3
     if (root / ".zgroup").exists() or (root / ".zarray").exists():
@@ -354,11 +354,11 @@ def _replace_dir(tmp: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, Path):

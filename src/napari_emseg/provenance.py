@@ -278,10 +278,10 @@ def _iso(t: float) -> str:
 def write_bundle(out: str | os.PathLike, bundle: Mapping[str, Any]) -> Path:
     """Write ``OUT/provenance.json`` atomically and put the bundle in the zarr attributes."""
     from ._atomic import atomic_write_text
-    from .io import _jsonable
+    from .io import jsonable
 
     out = Path(out)
-    plain = _jsonable(dict(bundle))
+    plain = jsonable(dict(bundle))
     text = json.dumps(plain, indent=2, default=str)
     target = out / PROVENANCE_FILE
     atomic_write_text(target, text + "\n")

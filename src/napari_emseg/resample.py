@@ -3,7 +3,7 @@
 Every checkpoint records the voxel size of the data it was trained on (``model.info.voxel_size``,
 ``EncoderEntry.voxel_size`` for catalogue encoders); volumes carry theirs (OME-Zarr / TIFF
 metadata, ``--voxel-size``, the napari layer scale). When the two differ by more than a
-tolerance on some axis, :func:`predict_matched` predicts on the image resampled to the model's
+tolerance on some axis, :func:`napari_emseg.inference.matched.predict_matched` predicts on the image resampled to the model's
 grid and resamples the maps back to the image's grid, and fine-tuning resamples the painted crop
 (see :func:`napari_emseg.finetune.job.fine_tune`); both log a warning with the two sizes.
 
@@ -28,13 +28,11 @@ import os
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .config import Config
-from .progress import Job
 
 __all__ = [
     "VoxelMatchConfig",
@@ -47,7 +45,6 @@ __all__ = [
     "log_plan",
     "resample",
     "resample_labels",
-    "predict_matched",
     "MODEL_GRID_SUFFIX",
     "add_voxel_match_arguments",
     "voxel_match_from_args",
@@ -450,77 +447,6 @@ def log_plan(plan: VoxelPlan, then: str = "results are resampled back to the ima
         logger.warning("voxel sizes differ (%s): %s", sizes, plan.reason)
     else:
         logger.info("voxel sizes: %s: %s", sizes, plan.reason)
-
-
-# ---------------------------------------------------------------------------------------------
-def predict_matched(
-    model: Any,
-    image: Any,
-    out: Any = None,
-    config: Any = None,
-    match: VoxelMatchConfig = VoxelMatchConfig(),
-    *,
-    voxel_size: Sequence[float] | None = None,
-    attrs: dict[str, Any] | None = None,
-) -> Job[Any]:
-    """:func:`~napari_emseg.inference.predict_tiled` at the model's voxel size, maps on the image's grid.
-
-    Within the tolerance (or with matching off, or a size unknown) this is ``predict_tiled``.
-    Otherwise the model predicts on a lazy :class:`Resampled` view of the image; the maps go to
-    ``OUT_model_grid`` next to a path ``out`` (resumable; in memory otherwise) and are
-    resampled back (linear) into ``out`` block by block (``stage="resample"`` progress). The
-    output's attributes are the model-grid ones with the image's ``resolution`` and a
-    ``voxel_size_match`` record. Parameters as ``predict_tiled``, plus ``match``.
-    """
-    from .inference import InferenceConfig, predict_tiled
-    from .io import Volume
-
-    config = config if config is not None else InferenceConfig()
-    if isinstance(image, Volume) and voxel_size is None and image.voxel_size_known:
-        voxel_size = image.voxel_size
-    view, plan = match_voxel_size(image, model, voxel_size, match)
-    if not plan.resample:
-        return (yield from predict_tiled(model, image, out, config, voxel_size=voxel_size, attrs=attrs))
-    data = image.data if isinstance(image, Volume) else image
-    extra = {**(attrs or {}), "voxel_size_match": plan.to_dict()}
-    grid_out = f"{os.fspath(out).rstrip('/')}{MODEL_GRID_SUFFIX}" if isinstance(out, (str, os.PathLike)) else None
-    grid = yield from predict_tiled(model, view, grid_out, config, voxel_size=plan.target_voxel_size, attrs=extra)
-    back = Resampled(grid, plan.target_voxel_size, plan.image_voxel_size, order=1,
-                     shape=tuple(data.shape)[-3:], antialias=match.antialias)
-    block = tuple(min(int(b), int(n)) for b, n in zip(config.block, back.shape[1:]))
-    meta = {k: v for k, v in dict(getattr(grid, "attrs", {}) or {}).items() if k != "emseg_inference"}
-    meta.update(extra, resolution=list(plan.image_voxel_size), voxel_size=list(plan.image_voxel_size),
-                voxel_size_known=True, complete=True, model_grid=grid_out and os.path.basename(grid_out))
-    if not isinstance(out, (str, os.PathLike)):
-        target = np.zeros(back.shape, back.dtype) if out is None else out
-        yield from _fill(target, back, block)
-        return target
-    import zarr
-
-    from ._atomic import atomic_path
-    from .io import _ensure_parent_groups, _jsonable
-
-    _ensure_parent_groups(Path(out), config.zarr_format)
-    with atomic_path(out) as tmp:
-        arr = zarr.create_array(store=str(tmp), shape=back.shape, chunks=(back.shape[0], *block), dtype=back.dtype,
-                                zarr_format=config.zarr_format, fill_value=0)
-        arr.attrs.update(_jsonable(meta))
-        yield from _fill(arr, back, block)
-    return zarr.open_array(str(out), mode="r")
-
-
-def _fill(target: Any, view: Resampled, block: Sequence[int]) -> Job[None]:
-    """Copy ``view`` into ``target`` one block of one channel at a time (bounded memory)."""
-    from itertools import product
-
-    from .progress import Progress
-
-    starts = list(product(*[range(0, n, b) for n, b in zip(view.shape[1:], block)]))
-    for i, st in enumerate(starts):
-        spatial = tuple(slice(s, min(s + b, n)) for s, b, n in zip(st, block, view.shape[1:]))
-        out = np.stack([view[(c, *spatial)] for c in range(view.shape[0])])  # the float work per channel
-        target[(slice(None), *spatial)] = out
-        yield Progress(i + 1, len(starts), "resample", "maps back to the image's grid")
 
 
 def add_voxel_match_arguments(parser: Any) -> None:

@@ -119,10 +119,10 @@ def segment_job(
 
     When the model's voxel size differs from the image's beyond ``config.voxel_match``, the
     model sees the image resampled to its grid and the maps come back on the image's grid
-    (:func:`napari_emseg.resample.predict_matched`).
+    (:func:`napari_emseg.inference.matched.predict_matched`).
     """
+    from .inference.matched import predict_matched
     from .postprocess import extract_instances_job
-    from .resample import predict_matched
 
     started = time.time()
     net = load_segmentation_model(model)

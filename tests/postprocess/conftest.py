@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_emseg.finetune.targets import _contour_and_distance, _pair_slices
+from napari_emseg.finetune.targets import contour_and_distance, pair_slices
 from napari_emseg.models.info import NN_OFFSETS
 
 
@@ -13,7 +13,7 @@ def gt_affinities(labels: np.ndarray, noise: float = 0.0, seed: int = 0) -> np.n
     """Nearest-neighbour affinities: 1 where both voxels share a non-zero id, plus Gaussian noise."""
     affs = np.zeros((3, *labels.shape), np.float32)
     for c, off in enumerate(NN_OFFSETS):
-        a, b = _pair_slices(labels.shape, off)
+        a, b = pair_slices(labels.shape, off)
         affs[c][a] = (labels[a] == labels[b]) & (labels[a] != 0)
     if noise:
         affs += np.random.default_rng(seed).normal(0, noise, affs.shape).astype(np.float32)
@@ -27,7 +27,7 @@ def gt_bcd(labels: np.ndarray) -> np.ndarray:
     contour = np.zeros_like(fg)
     dist = np.zeros_like(fg)
     for z in range(labels.shape[0]):
-        contour[z], dist[z] = _contour_and_distance(labels[z], 1)
+        contour[z], dist[z] = contour_and_distance(labels[z], 1)
     return np.stack([fg, contour, dist])
 
 

@@ -262,7 +262,7 @@ def _labels_array(out: Path, shape: tuple[int, ...], blocks: Any, dtype: Any, vo
 
     import zarr
 
-    from ..io import _ensure_parent_groups, _existing_format, _jsonable
+    from ..io import ensure_parent_groups, existing_format, jsonable
 
     fp = attrs["blockwise"]["fingerprint"]
     if out.exists():
@@ -273,13 +273,13 @@ def _labels_array(out: Path, shape: tuple[int, ...], blocks: Any, dtype: Any, vo
         except Exception:  # noqa: BLE001 - replaced below
             pass
     root = next((Path(*out.parts[: i + 1]) for i, p in enumerate(out.parts[:-1]) if p.lower().endswith(".zarr")), None)
-    fmt = _existing_format(root, 2) if root is not None else 2
-    _ensure_parent_groups(out, fmt)
+    fmt = existing_format(root, 2) if root is not None else 2
+    ensure_parent_groups(out, fmt)
     shutil.rmtree(written, ignore_errors=True)
     arr = zarr.create_array(store=str(out), shape=shape, chunks=tuple(min(int(b), s) for b, s in zip(blocks, shape)),
                             dtype=dtype, fill_value=0, zarr_format=fmt, overwrite=True)
     meta = {**attrs, "complete": False}
     if voxel_size is not None:
         meta.update(resolution=[float(v) for v in voxel_size], unit="nm")
-    arr.attrs.update(_jsonable(meta))
+    arr.attrs.update(jsonable(meta))
     return arr

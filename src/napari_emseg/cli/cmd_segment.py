@@ -103,10 +103,10 @@ def build_config(args: argparse.Namespace):
 
 def predict(args: argparse.Namespace) -> Any:
     """Open the image and the checkpoint and write ``OUT/predictions``; returns the zarr array."""
+    from ..inference.matched import predict_matched
     from ..io import open_volume
     from ..models import load_model
     from ..progress import drain
-    from ..resample import predict_matched
 
     cfg = build_config(args)
     match = voxel_match_from_args(args)

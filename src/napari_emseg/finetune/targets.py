@@ -61,7 +61,7 @@ def affinity_targets(ann: Annotations, offsets: tuple[tuple[int, int, int], ...]
     target = np.zeros((c, *ids.shape), np.float32)
     mask = np.zeros((c, *ids.shape), np.float32)
     for ch, off in enumerate(offsets):
-        a, b = _pair_slices(ids.shape, off)
+        a, b = pair_slices(ids.shape, off)
         same = (ids[a] == ids[b]) & (ids[a] != 0)
         known = ann.mask[a] & ann.mask[b]
         target[ch][a] = same
@@ -134,7 +134,7 @@ def bcd_targets(ann: Annotations, contour_width: int = 1, lenient: bool = False)
         plane = ids[sl]
         if binary:
             plane = ndi.label(plane > 0)[0]
-        contour[sl], dist[sl] = _contour_and_distance(plane, contour_width)
+        contour[sl], dist[sl] = contour_and_distance(plane, contour_width)
     target = np.stack([fg, contour, dist])
     mask = np.broadcast_to(known[None], target.shape).astype(np.float32)
     return Targets(target, mask, "bcd", ("foreground", "contour", "distance"))
@@ -165,7 +165,7 @@ def build_targets(ann: Annotations, kind: TargetKind, **kwargs) -> Targets:
 
 
 # ---------------------------------------------------------------------------------------------
-def _contour_and_distance(plane: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+def contour_and_distance(plane: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
     """2D instance contour (inner boundary) and per-instance distance normalised to [0, 1]."""
     contour = np.zeros(plane.shape, np.float32)
     dist = np.zeros(plane.shape, np.float32)
@@ -180,7 +180,7 @@ def _contour_and_distance(plane: np.ndarray, width: int) -> tuple[np.ndarray, np
     return contour, dist
 
 
-def _pair_slices(shape: tuple[int, ...], off: tuple[int, int, int]):
+def pair_slices(shape: tuple[int, ...], off: tuple[int, int, int]):
     """Slices ``a`` (voxel p) and ``b`` (voxel p + off) over the region where both exist."""
     a, b = [], []
     for n, o in zip(shape, off):

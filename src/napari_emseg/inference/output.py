@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmsegError
-from ..io import _ensure_parent_groups, _jsonable
+from ..io import ensure_parent_groups, jsonable
 
 __all__ = [
     "OutputError",
@@ -46,7 +46,7 @@ class OutputError(EmsegError, ValueError):
 
 def fingerprint(parts: dict[str, Any]) -> str:
     """A short stable hash of everything that decides the output's values."""
-    text = json.dumps(_jsonable(parts), sort_keys=True, default=str)
+    text = json.dumps(jsonable(parts), sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -75,7 +75,7 @@ def model_summary(model: Any) -> dict[str, Any]:
     card = getattr(model, "card", None)
     if card is not None:
         summary["card"] = card.to_dict() if hasattr(card, "to_dict") else card
-    return _jsonable(summary)
+    return jsonable(summary)
 
 
 class ResumeRecord:
@@ -155,7 +155,7 @@ def prepare_output(
     if _is_zarr(out):
         if np.dtype(out.dtype) != np.dtype(dtype):
             raise OutputError(f"output zarr array is {out.dtype}; this prediction writes {dtype}")
-        out.attrs.update(_jsonable(attrs))
+        out.attrs.update(jsonable(attrs))
     return out
 
 
@@ -190,13 +190,13 @@ def _zarr_at(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype:
                 f"{path}: exists and is not a napari-emseg prediction; choose another output or delete it"
             )
         if tuple(old.shape) == tuple(shape) and np.dtype(old.dtype) == np.dtype(dtype):
-            old.attrs.update(_jsonable(attrs))
+            old.attrs.update(jsonable(attrs))
             return old
         logger.warning("%s: replacing an earlier prediction of shape %s %s", path, old.shape, old.dtype)
-    _ensure_parent_groups(path, zarr_format)
+    ensure_parent_groups(path, zarr_format)
     arr = zarr.create_array(
         store=str(path), shape=shape, chunks=tuple(int(min(c, s)) for c, s in zip(chunks, shape)),
         dtype=dtype, zarr_format=zarr_format, fill_value=0, overwrite=True,
     )
-    arr.attrs.update(_jsonable({**attrs, RECORD_KEY: {}}))
+    arr.attrs.update(jsonable({**attrs, RECORD_KEY: {}}))
     return arr

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..finetune.targets import _pair_slices
+from ..finetune.targets import pair_slices
 from ..models.info import NN_OFFSETS
 from .maps import MapError, map_scale, read_channel
 
@@ -74,7 +74,7 @@ def affinities_from_boundaries(
         out = np.empty((len(offs), *b.shape), np.float32)
     for c, off in enumerate(offs):
         out[c] = 0.0
-        pa, pb = _pair_slices(b.shape, off)
+        pa, pb = pair_slices(b.shape, off)
         np.maximum(b[pa], b[pb], out=out[c][pa])
         np.subtract(1.0, out[c][pa], out=out[c][pa])
     return out
@@ -122,7 +122,7 @@ def zero_at_boundaries(affs: np.ndarray, boundary: np.ndarray) -> np.ndarray:
     whatever the affinity map says there; contacts through their interiors keep their values.
     """
     for c, off in enumerate(NN_OFFSETS):
-        pa, pb = _pair_slices(boundary.shape, off)
+        pa, pb = pair_slices(boundary.shape, off)
         edge = affs[c][pa]
         edge[boundary[pa] | boundary[pb]] = 0.0
     return affs
