@@ -69,10 +69,13 @@ class AnnotatedPatches:
         self.target_kwargs = dict(target_kwargs or {})
         # building the targets of the whole crop once checks the annotations up front
         self.channel_names = build_targets(ann, kind, **self.target_kwargs).channel_names
-        coords = np.argwhere(ann.mask)
-        if len(coords) > 500_000:  # enough centres to draw from, bounded memory
-            coords = coords[np.random.default_rng(seed).choice(len(coords), 500_000, replace=False)]
-        self.centres = coords
+        self.centres = _subsample(np.argwhere(ann.mask), seed)
+        # half of the patches are centred on painted objects: sparse objects (mitochondria) are
+        # otherwise missing from most patches and the network learns "nothing here"
+        objects = ann.mask & (ann.labels != 0)
+        if ann.mode == "scribbles":
+            objects &= ann.labels != ann.background_label
+        self.object_centres = _subsample(np.argwhere(objects), seed)
 
     def __call__(self, start_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Batches for steps ``start_step, start_step + 1, ...`` (the trainer's resumable form)."""
@@ -91,9 +94,15 @@ class AnnotatedPatches:
 
         Without ``centre`` the patch is centred near a random annotated voxel; with it, exactly there.
         """
-        start = np.asarray(centre if centre is not None else self.centres[rng.integers(len(self.centres))])
-        start = start - np.array(self.patch) // 2
         if centre is None:
+            pool = self.object_centres if len(self.object_centres) and rng.random() < 0.5 else self.centres
+            centre = pool[rng.integers(len(pool))]
+            jitter = True
+        else:
+            jitter = False
+        start = np.asarray(centre)
+        start = start - np.array(self.patch) // 2
+        if jitter:
             start = start + np.array([rng.integers(-(p // 4), p // 4 + 1) for p in self.patch])
         img, lab, msk = (crop_padded(a, start, self.patch) for a in (self.image, self.ann.labels, self.ann.mask))
         if self.permute_planes and rng.random() < 2 / 3 and len(set(self.patch)) == 1:
@@ -116,6 +125,13 @@ class AnnotatedPatches:
             zeros = np.zeros((n, *labels.shape), np.float32)
             return Targets(zeros, zeros.copy(), self.kind, self.channel_names)
         return build_targets(patch_ann, self.kind, lenient=True, **self.target_kwargs)
+
+
+def _subsample(coords: np.ndarray, seed: int, limit: int = 500_000) -> np.ndarray:
+    """At most ``limit`` rows of ``coords`` (enough centres to draw from, bounded memory)."""
+    if len(coords) > limit:
+        coords = coords[np.random.default_rng(seed).choice(len(coords), limit, replace=False)]
+    return coords
 
 
 def painted_axis(mask: np.ndarray, hint: int | None) -> int | None:

@@ -33,11 +33,15 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, b
 
 
 def masked_dice(probs: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice over masked voxels, averaged over channels that have annotated voxels."""
+    """1 - soft Dice over masked voxels, averaged over channels with annotated positives.
+
+    A channel without any positive in the batch (a patch with no object) is left to the BCE:
+    its Dice would be 0/0, a constant that only adds noise.
+    """
     dims = [d for d in range(probs.ndim) if d != 1]
     inter = (probs * target * mask).sum(dims)
     denom = (probs * mask).sum(dims) + (target * mask).sum(dims)
-    has = mask.sum(dims) > 0
+    has = (target * mask).sum(dims) > 0
     dice = (2 * inter + _EPS) / (denom + _EPS)
     return (1 - dice)[has].mean() if has.any() else probs.sum() * 0
 
