@@ -53,3 +53,16 @@ def test_cli_segment_task_mismatch_is_explained(tiny_em, tiny_bcd, tmp_path, cap
     rc = main(["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(tiny_bcd),
                "--out", str(tmp_path / "o.zarr"), "--post", "min_size=0", "--labels-format", "tif"])
     assert rc == 0 and (tmp_path / "o.zarr" / "labels.tif").exists()
+
+
+def test_cli_segment_needs_a_model_or_a_preset(tiny_em, tiny_bcd, tmp_path, capsys, monkeypatch):
+    import napari_emseg.models.registry as registry
+
+    write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
+    base = ["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--out", str(tmp_path / "o.zarr")]
+    assert main(base) == 2 and "--preset" in capsys.readouterr().err
+    assert main([*base, "--model", str(tiny_bcd), "--preset", "neurons"]) == 2
+    assert "not both" in capsys.readouterr().err
+    monkeypatch.setattr(registry, "bundled_dir", lambda: tmp_path / "nothing-here")
+    assert main([*base, "--preset", "mitochondria"]) == 2
+    assert "fine-tune one" in capsys.readouterr().err

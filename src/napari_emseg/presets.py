@@ -42,6 +42,20 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def preset_config(name: str) -> SegmentConfig:
+    """The preset's settings, with the post-processing tuned when its model was trained (card)."""
+    from .models.checkpoint import load_checkpoint
+
+    preset = PRESETS[name]
+    cfg = preset.config
+    tuned = dict(load_checkpoint(preset_model_path(name), tensors=False).card.get("postprocess") or {})
+    tuned.pop("target", None)
+    if tuned:
+        key = "neurons" if preset.task == "neurons" else "mitochondria"
+        cfg = cfg.replace(**{key: getattr(cfg, key).from_dict(tuned, strict=False)})
+    return cfg
+
+
 def preset_model_path(name: str) -> Path:
     """The bundled checkpoint of preset ``name``; a clear error when it is not installed."""
     from .models.registry import bundled_dir

@@ -181,7 +181,7 @@ class SegmentWidget(QWidget):
     def start(self, preset: str | None = None) -> JobRunner | None:
         """Segment the chosen image with a preset's model or the model in the model field."""
         from ..errors import EmsegError
-        from ..presets import PRESETS, preset_model_path
+        from ..presets import preset_config, preset_model_path
         from ..workflows import segment_job
 
         image = self.image_combo.value
@@ -198,7 +198,7 @@ class SegmentWidget(QWidget):
             except EmsegError as err:
                 show_warning(f"napari-emseg: {err}")
                 return None
-            base = PRESETS[preset].config
+            base = preset_config(preset)
             self._apply_preset_controls(base)
         else:
             model = self.model_edit.text().strip()

@@ -30,8 +30,8 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
     """
     import zarr
 
+    from ..cli.cmd_segment import post_base
     from ..models.checkpoint import load_checkpoint
-    from ..postprocess import default_config
     from ..progress import drain
     from .config import BlockwiseConfig
     from .segment import segment_blockwise_job
@@ -51,7 +51,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
                          f"use a {task} model or --task auto")
     post = None
     if task != "none":
-        post = default_config(info.target).override(getattr(args, "post_overrides", []))
+        post = post_base(args, info.target).override(getattr(args, "post_overrides", []))
     vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
     cfg = BlockwiseConfig(blocks=blocks)
     t0 = time.perf_counter()

@@ -27,7 +27,9 @@ logger = logging.getLogger(__name__)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="the EM volume (any format napari-emseg reads)")
-    p.add_argument("--model", required=True, help="checkpoint (.safetensors) written by finetune")
+    p.add_argument("--model", default=None, help="checkpoint (.safetensors) written by finetune")
+    p.add_argument("--preset", choices=["mitochondria", "neurons"], default=None,
+                   help="one-click: the bundled model and tuned settings for this structure (instead of --model)")
     p.add_argument("--out", required=True, help=f"output zarr container; maps go to OUT/{PREDICTIONS}")
     p.add_argument("--tile", default=None, metavar="Z,Y,X", help="tile shape (default: the model's)")
     p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default 0.25)")
@@ -131,7 +133,7 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
     if task == "none":
         return None
     from ..errors import EmsegError
-    from ..postprocess import default_config, extract_instances_job
+    from ..postprocess import extract_instances_job
     from ..workflows import write_labels
 
     target = pred.attrs.get("target")
@@ -139,7 +141,7 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
     if task != "auto" and target not in expected[task]:
         raise EmsegError(f"--task {task}: the model predicts {target!r}, which is not a {task} target; "
                          f"use a {task} model or --task auto")
-    cfg = default_config(target).override(getattr(args, "post_overrides", []))
+    cfg = post_base(args, target).override(getattr(args, "post_overrides", []))
     offsets = pred.attrs.get("offsets") or None
     voxel_size = pred.attrs.get("resolution")
 
@@ -173,6 +175,31 @@ def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args
     print(res.describe())
     return res.config, {"tuning": {"labels": str(args.tune), "metric": res.metric, "score": res.score,
                                    "default_score": res.base_score, "slices": list(res.slices), "axis": res.axis}}
+
+
+def post_base(args: argparse.Namespace, target: str) -> Any:
+    """The post-processing config ``--post`` changes: the preset's (tuned) one, or the defaults."""
+    from ..postprocess import default_config
+
+    if getattr(args, "preset", None):
+        from ..presets import preset_config
+
+        return preset_config(args.preset).postprocess_for(target)
+    return default_config(target)
+
+
+def resolve_model(args: argparse.Namespace) -> None:
+    """``--preset`` names the bundled model; exactly one of ``--model`` / ``--preset`` is needed."""
+    from ..errors import EmsegError
+
+    if args.preset and args.model:
+        raise EmsegError("give --model or --preset, not both")
+    if args.preset:
+        from ..presets import preset_model_path
+
+        args.model = str(preset_model_path(args.preset))
+    if not args.model:
+        raise EmsegError("no model: give --model CHECKPOINT (from napari-emseg finetune) or --preset mitochondria|neurons")
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
@@ -224,6 +251,7 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
 
 
 def run(args: argparse.Namespace) -> int:
+    resolve_model(args)
     from ..progress import Cancelled
 
     try:
