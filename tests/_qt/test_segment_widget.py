@@ -85,6 +85,23 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
         seg.measure.centre_on_row(0)
         assert viewer.layers["raw mitochondria"].selected_label == int(seg.measure.table.item(0, 0).text())
 
+    # tune the thresholds on the painted slices; the tuned labels replace the layer
+    seg.painted_combo.value = painted
+    runner = seg.tune()
+    qtbot.waitUntil(lambda: seg.tuned is not None and seg.runner is not runner and not seg.runner.running,
+                    timeout=180_000)
+    assert "tuned on the painted slices" in seg.status.text() or "objects" in seg.status.text()
+
+    # where to paint next: ranked slices, never the painted ones; a click moves the viewer
+    runner = tune.suggest.suggest(n=3)
+    qtbot.waitUntil(lambda: not runner.running, timeout=180_000)
+    assert runner.error is None, runner.error
+    assert tune.suggest.list.count() == 3
+    picked = tune.suggest.result.suggestions[0]
+    assert picked.index not in (3, 8)
+    tune.suggest.jump_to(picked)
+    assert round(viewer.dims.point[0] / tiny_em.voxel_size[0]) == picked.index
+
     written = seg.export(tmp_path / "out.tif")
     assert written.endswith("out.tif")
 

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 from ._jobs import JobRunner
 from .plots import LossCurve
 from .session import session_for
+from .suggest_panel import SuggestPanel
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ class FineTuneWidget(QWidget):
         self.curve = LossCurve()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.suggest = SuggestPanel(napari_viewer, lambda: (
+            self.result.checkpoint if self.result is not None else None,
+            self.image_combo.value, self.labels_combo.value))
 
         form = QFormLayout()
         form.addRow("image", self.image_combo.native)
@@ -99,6 +103,7 @@ class FineTuneWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.curve)
         layout.addWidget(self.status)
+        layout.addWidget(self.suggest)
         layout.addStretch(1)
 
         for combo in (self.image_combo, self.labels_combo):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from magicgui.widgets import ComboBox, create_widget
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -72,6 +72,10 @@ class SegmentWidget(QWidget):
         self.seed_fg = _spin(0.9, 0.0, 1.0, 0.05)
         self.seed_contour = _spin(0.8, 0.0, 1.0, 0.05)
         self.fg_threshold = _spin(0.85, 0.0, 1.0, 0.05)
+        self.painted_combo: ComboBox = create_widget(annotation=Labels, label="painted")
+        self.tune_button = QPushButton("Tune thresholds on painted slices")
+        self.tune_button.setEnabled(False)
+        self.tuned: Any = None  # post-processing config found by tuning (fields without a control)
         self.rerun_button = QPushButton("Re-run post-processing")
         self.rerun_button.setEnabled(False)
         self.export_button = QPushButton("Export labels...")
@@ -112,15 +116,21 @@ class SegmentWidget(QWidget):
         layout.addLayout(presets)
         layout.addLayout(buttons)
         layout.addWidget(advanced)
+        tune_row = QHBoxLayout()
+        tune_row.addWidget(self.painted_combo.native, 1)
+        tune_row.addWidget(self.tune_button)
+        layout.addLayout(tune_row)
         layout.addWidget(self.rerun_button)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
         layout.addWidget(self.measure)
         layout.addStretch(1)
 
-        self.image_combo.reset_choices()
-        napari_viewer.layers.events.inserted.connect(lambda *_: self.image_combo.reset_choices())
-        napari_viewer.layers.events.removed.connect(lambda *_: self.image_combo.reset_choices())
+        for combo in (self.image_combo, self.painted_combo):
+            combo.reset_choices()
+            napari_viewer.layers.events.inserted.connect(combo.reset_choices)
+            napari_viewer.layers.events.removed.connect(combo.reset_choices)
+        self.tune_button.clicked.connect(lambda: self.tune())
         self.browse.clicked.connect(self._browse)
         self.run_button.clicked.connect(lambda: self.start())
         self.mito_button.clicked.connect(lambda: self.start(preset="mitochondria"))
@@ -163,6 +173,10 @@ class SegmentWidget(QWidget):
         from ..workflows import SegmentConfig
 
         cfg = base or SegmentConfig()
+        if self.tuned is not None and self.segmentation is not None:
+            key = "neurons" if self.segmentation.target in ("affinities", "boundaries") else "mitochondria"
+            if isinstance(self.tuned, type(getattr(cfg, key))):
+                cfg = cfg.replace(**{key: self.tuned})
         tile = _triple(self.tile.text())
         inference = cfg.inference.replace(tta=self.tta.isChecked(), batch=self.batch.value() or None,
                                           **({"tile": tile} if tile else {}))
@@ -247,15 +261,54 @@ class SegmentWidget(QWidget):
                                 on_finish=lambda: self._set_running(False), description="post-process")
         return self.runner.start()
 
+    def tune(self) -> JobRunner | None:
+        """Search post-processing settings that score best on the painted slices (no re-prediction)."""
+        from ..tuning import tune_job
+
+        painted = self.painted_combo.value
+        if self.segmentation is None or painted is None:
+            show_warning("napari-emseg: segment first, and choose the Labels layer you painted")
+            return None
+        seg = self.segmentation
+        labels = np.asarray(painted.data)
+        if labels.shape != tuple(seg.predictions.shape[1:]):
+            show_warning(f"napari-emseg: '{painted.name}' {labels.shape} does not match the segmented image "
+                         f"{tuple(seg.predictions.shape[1:])}")
+            return None
+        self._set_running(True)
+
+        def done(result: Any) -> None:
+            self.tuned = result.config
+            cfg = result.config
+            for name, control in (("threshold", self.threshold), ("min_size", self.min_size),
+                                  ("seed_foreground", self.seed_fg), ("seed_contour", self.seed_contour),
+                                  ("foreground_threshold", self.fg_threshold)):
+                if hasattr(cfg, name):
+                    control.setValue(getattr(cfg, name))
+            self.status.setText(f"tuned on the painted slices: {result.metric} {result.score:.3f} "
+                                f"(defaults {result.base_score:.3f}); re-running post-processing ...")
+
+        def finish() -> None:
+            self._set_running(False)
+            if self.tuned is not None:
+                self.rerun_postprocess()  # labels with the tuned settings
+
+        self.runner = JobRunner(lambda: tune_job(seg.predictions, seg.target, labels, offsets=seg.offsets,
+                                                 voxel_size=seg.voxel_size),
+                                on_done=done, on_finish=finish, description="tune")
+        return self.runner.start()
+
     def _set_running(self, running: bool) -> None:
         for b in (self.run_button, self.mito_button, self.neuron_button):
             b.setEnabled(not running)
         self.cancel_button.setEnabled(running)
         self.rerun_button.setEnabled(not running and self.segmentation is not None)
+        self.tune_button.setEnabled(not running and self.segmentation is not None)
         self.export_button.setEnabled(not running and self.segmentation is not None)
 
     def _show_result(self, seg: Any) -> None:
         self.segmentation = seg
+        self.tuned = None
         pred = seg.predictions
         for i, channel in enumerate(seg.channel_names):  # one layer per channel, the first shown
             self._set_image(f"{self._image_name} {channel}", np.asarray(pred[i]), self._scale, visible=(i == 0))

@@ -1,0 +1,74 @@
+"""'Annotate here next': slices ranked by the model's uncertainty; a click jumps the viewer there."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.utils.notifications import show_warning
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
+
+from ._jobs import JobRunner
+
+
+class SuggestPanel(QWidget):
+    """Asks :func:`napari_emseg.active.suggest_job` where to paint next, lists the answer."""
+
+    def __init__(self, viewer: Any, get_inputs: Any) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.get_inputs = get_inputs  # () -> (model checkpoint, image layer, labels layer)
+        self.button = QPushButton("Suggest where to paint next")
+        self.list = QListWidget()
+        self.list.setMaximumHeight(120)
+        self.result: Any = None
+        self.runner: JobRunner | None = None
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(QLabel("Next slices to paint (most uncertain first):"))
+        layout.addWidget(self.button)
+        layout.addWidget(self.list)
+        self.button.clicked.connect(lambda: self.suggest())
+        self.list.itemClicked.connect(self._jump)
+
+    def suggest(self, n: int = 5) -> JobRunner | None:
+        from ..active import suggest_job
+        from ..models.checkpoint import load_model
+
+        model_path, image, labels = self.get_inputs()
+        if model_path is None or image is None or labels is None:
+            show_warning("napari-emseg: fine-tune first; suggestions come from the model's uncertainty")
+            return None
+        data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
+        painted = np.asarray(labels.data) if labels.ndim == 3 else np.asarray(labels.data)[None]
+        self.button.setEnabled(False)
+
+        def job():
+            return suggest_job(load_model(model_path), data, painted, n=n)
+
+        def done(result: Any) -> None:
+            self.result = result
+            self.list.clear()
+            for s in result.suggestions:
+                item = QListWidgetItem(s.describe())
+                item.setData(Qt.ItemDataRole.UserRole, s)
+                self.list.addItem(item)
+
+        self.runner = JobRunner(job, on_done=done, on_finish=lambda: self.button.setEnabled(True),
+                                description="uncertainty")
+        return self.runner.start()
+
+    def _jump(self, item: QListWidgetItem) -> None:
+        self.jump_to(item.data(Qt.ItemDataRole.UserRole))
+
+    def jump_to(self, suggestion: Any) -> None:
+        """Show the suggested slice and centre its most uncertain region."""
+        _, image, _ = self.get_inputs()
+        scale = np.asarray(image.scale[-3:]) if image is not None and image.ndim == 3 else np.ones(3)
+        translate = np.asarray(image.translate[-3:]) if image is not None and image.ndim == 3 else np.zeros(3)
+        world = np.asarray(suggestion.center) * scale + translate
+        axis = suggestion.axis
+        self.viewer.dims.set_point(self.viewer.dims.ndim - 3 + axis, float(world[axis]))
+        if axis == 0 and self.viewer.dims.ndisplay == 2:
+            self.viewer.camera.center = tuple(world[1:])
