@@ -1,0 +1,247 @@
+"""Does the bundled pretrained encoder help when only 1, 2 or 3 sections are painted?
+
+Two real EM tasks, each fine-tuned from the bundled MS-Con encoder
+(``mscon-resunet-small-drosophila-vnc``) and from scratch, with the same architecture (the
+encoder's ResUNet 16/32/64/128 with skips, as :func:`~napari_emseg.models.registry.model_for_encoder`
+builds it), the same seed, data, patches, augmentation, steps and evaluation:
+
+* ``vnc``: Gerhard et al. 2013 stack 1, crop 20 x 512 x 512 (y 512:1024, x 256:768), voxel
+  (50, 4.6, 4.6) nm, task ``mitochondria`` (BCD). Painted: all mitochondria of sections
+  [6] / [2, 10] / [2, 6, 10] (from ``mito_instances_2d``); scored on the unpainted sections
+  13-17 and 19 (section 18 has no mitochondrion labels in the data set): foreground IoU of the
+  map (> 0.5), and AP50 / AP75 of the 2D objects of each section against ``mito_instances_2d``
+  (all test sections pooled).
+* ``isbi``: ISBI 2012 training volume 30 x 512 x 512, voxel (50, 4, 4) nm, task ``neurons`` with
+  ``target="boundaries"``. Painted: the 2D cells (``cells2d``, 0 = membrane) of sections
+  [10] / [4, 16] / [4, 10, 16]; scored on sections 24-29: VOI split, VOI merge and adapted Rand
+  error of the 2D cells, per section (membrane ignored), averaged.
+
+One fine-tune per (task, painted sections, arm) runs ``max(--steps)`` steps (warm-up and cosine
+decay over the whole run); the model is scored at each of ``--steps`` during that run. Both arms
+start from the same decoder and head initialisation (same torch seed); they differ only in the
+encoder's weights and, as ``fine_tune`` does for a pretrained vs a scratch encoder, in the
+encoder's learning rate (``lr * encoder_lr_scale``: 0.1 pretrained, 1.0 scratch; the arm
+``pretrained-lr1`` fine-tunes the pretrained encoder at the full rate). No held-out painted
+section (every painted section trains). Post-processing is scored twice: with the library's
+default settings, and with settings tuned on the painted sections by
+:func:`napari_emseg.tuning.tune_postprocess` (its default metric: AP over IoU 0.50:0.95 for
+mitochondria, ARAND for neurons; a reduced grid, the same for every arm). The maps come from
+the 3D network (test sections predicted as one sub-volume with context, each painted section
+with one section before and two after, tile 8x512x512 or the sub-volume); each section is then
+post-processed on its own (2D), as the per-section ground truth asks. One torch thread.
+
+    python bench/finetune_curve.py                          # ~55 min on the shared 2-core CPU
+    python bench/finetune_curve.py --steps 2 --painted 1 --arms pretrained,scratch   # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_emseg.data.normalize import NormConfig, intensity_range
+from napari_emseg.evaluation import evaluate
+from napari_emseg.finetune.job import FineTuneConfig, fine_tune
+from napari_emseg.inference import InferenceConfig
+from napari_emseg.models import build_model
+from napari_emseg.models.build import segmentation_config
+from napari_emseg.models.checkpoint import load_checkpoint
+from napari_emseg.models.heads import head_info
+from napari_emseg.models.registry import get_encoder, model_for_encoder
+from napari_emseg.postprocess import extract_instances
+from napari_emseg.progress import drain
+from napari_emseg.tuning import slice_score, tune_postprocess
+from napari_emseg.workflows import SegmentConfig, segment_job
+
+ENCODER = "mscon-resunet-small-drosophila-vnc"
+DATASETS = {
+    "vnc": dict(
+        path=Path("/work/shared/data/vnc-gerhard2013/vnc_stack1.npz"), gt="mito_instances_2d",
+        crop=(slice(None), slice(512, 1024), slice(256, 768)), voxel_size=(50.0, 4.6, 4.6),
+        task="mitochondria", target="bcd", test=(13, 14, 15, 16, 17, 19), test_run=(12, 20),
+        painted={1: (6,), 2: (2, 10), 3: (2, 6, 10)},
+        grid={"seed_foreground": (0.5, 0.7, 0.9), "foreground_threshold": (0.3, 0.5, 0.7), "min_size": (0, 128, 512)},
+        metrics=("iou", "ap50", "ap75"),
+    ),
+    "isbi": dict(
+        path=Path("/work/shared/data/isbi2012/isbi2012_train.npz"), gt="cells2d",
+        crop=(slice(None),) * 3, voxel_size=(50.0, 4.0, 4.0),
+        task="neurons", target="boundaries", test=(24, 25, 26, 27, 28, 29), test_run=(22, 30),
+        painted={1: (10,), 2: (4, 16), 3: (4, 10, 16)},
+        grid={"merge_function": ("mean", "quantile_75"), "threshold": tuple(round(0.05 * i, 2) for i in range(1, 20)),
+              "min_size": (0, 100, 400)},
+        metrics=("voi_split", "voi_merge", "arand"),
+    ),
+}
+LOWER_IS_BETTER = {"voi_split", "voi_merge", "voi", "arand"}
+ARMS = {"pretrained": (True, 0.1), "scratch": (False, 1.0), "pretrained-lr1": (True, 1.0)}
+
+
+def build_arm(pretrained: bool, ds: dict, patch, norm: NormConfig, seed: int) -> torch.nn.Module:
+    """The segmentation network on the bundled encoder (weights transplanted) or the same one at random."""
+    info = head_info(ds["target"], task=ds["task"], tile=tuple(patch), voxel_size=ds["voxel_size"], norm=norm)
+    torch.manual_seed(seed)  # the same decoder and head initialisation in both arms
+    if pretrained:
+        model, report = model_for_encoder(ENCODER, info)
+        if report.missing:
+            raise SystemExit(f"transplant of {ENCODER} left {len(report.missing)} encoder tensors missing")
+        return model.train()
+    cfg = load_checkpoint(get_encoder(ENCODER).location, tensors=False).config
+    return build_model(segmentation_config(cfg, info.out_channels), info).train()
+
+
+def predict_runs(model, raw, runs: list[tuple[int, int]], ds: dict, infer: InferenceConfig) -> dict[int, np.ndarray]:
+    """Maps ``(C, Y, X)`` of every section of the z-ranges ``runs`` (each predicted as one sub-volume)."""
+    maps: dict[int, np.ndarray] = {}
+    for a, b in runs:
+        seg = drain(segment_job(model, raw[a:b], SegmentConfig(inference=infer), voxel_size=ds["voxel_size"],
+                                postprocess=False, provenance=False), show=False)
+        pred = np.asarray(seg.predictions, dtype=np.float32)
+        maps.update({a + i: pred[:, i] for i in range(b - a)})
+    return maps
+
+
+def isolated(maps: list[np.ndarray], target: str) -> np.ndarray:
+    """Sections stacked with a separator between neighbours (boundary 1 / foreground 0), so the
+    3D post-processing never joins objects of two sections: each section is segmented in 2D."""
+    sep = np.full_like(maps[0], 1.0 if target == "boundaries" else 0.0)
+    return np.stack([m for z in maps for m in (z, sep)][:-1], axis=1)
+
+
+def score(model, raw, gt, painted, ds: dict, infer: InferenceConfig) -> dict[str, float]:
+    """Scores of the test sections with the default post-processing and with settings tuned on
+    the painted sections (every section post-processed in 2D, with the 3D network's maps)."""
+    test = list(ds["test"])
+    runs = sorted({(max(0, p - 1), min(raw.shape[0], p + 3)) for p in painted} | {ds["test_run"]})
+    maps = predict_runs(model, raw, runs, ds, infer)
+    ref = np.zeros((2 * len(painted) - 1, *gt.shape[1:]), gt.dtype)
+    ref[::2] = gt[list(painted)]
+    t0 = time.perf_counter()
+    tuned = tune_postprocess(isolated([maps[p] for p in painted], ds["target"]), ds["target"], ref,
+                             grid=ds["grid"], voxel_size=ds["voxel_size"]).config
+    out: dict[str, float] = {"tune_s": time.perf_counter() - t0}
+    probs = isolated([maps[z] for z in test], ds["target"])
+    for name, cfg in (("default", None), ("tuned", tuned)):
+        pred = extract_instances(probs, ds["target"], cfg, voxel_size=ds["voxel_size"])[::2]
+        if ds["task"] == "mitochondria":
+            for m in ("ap50", "ap75"):
+                out[f"{m}_{name}"] = slice_score(pred, gt[test], range(len(test)), metric=m)
+        else:
+            rows = [evaluate(p[None], gt[z][None], "neurons") for p, z in zip(pred, test)]
+            for m in ("voi_split", "voi_merge", "arand"):
+                out[f"{m}_{name}"] = float(np.mean([r[m] for r in rows]))
+    if ds["task"] == "mitochondria":
+        fg = (probs[0, ::2] > 0.5).astype(np.uint8)
+        out["iou"] = slice_score(fg, gt[test], range(len(test)), metric="iou")
+    return out
+
+
+def run_one(ds: dict, raw, gt, norm, n: int, arm: str, steps: list[int], args, infer, log) -> dict[int, dict]:
+    pretrained, enc_scale = ARMS[arm]
+    painted = ds["painted"][n]
+    model = build_arm(pretrained, ds, args.patch, norm, args.seed)
+    labels = np.zeros_like(gt)
+    labels[list(painted)] = gt[list(painted)]
+    cfg = FineTuneConfig(task=ds["task"], target=ds["target"], patch=tuple(args.patch), batch_size=args.batch,
+                         steps=max(steps), lr=args.lr, encoder_lr_scale=enc_scale, holdout=False,
+                         device="cpu", seed=args.seed)
+    results: dict[int, dict] = {}
+    t0 = time.perf_counter()
+    spent = [0.0]
+
+    def at_step(event) -> None:
+        if event.stage != "fine-tune" or event.step not in steps or event.step in results:
+            return
+        t = time.perf_counter()
+        train_s = t - t0 - spent[0]  # fine-tuning time so far, scoring left out
+        res = score(model, raw, gt, painted, ds, infer)
+        model.train()
+        spent[0] += time.perf_counter() - t
+        res.update(loss=float(event.metrics.get("loss", float("nan"))), train_s=train_s)
+        results[event.step] = res
+        log(f"  {arm:>14} painted {list(painted)} step {event.step:>4}: "
+            + "  ".join(f"{k} {v:.3f}" for k, v in res.items() if not k.endswith("_s"))
+            + f"  (train {res['train_s']:.0f} s, tune {res['tune_s']:.0f} s, eval {time.perf_counter() - t:.0f} s)")
+
+    with tempfile.TemporaryDirectory(prefix="emseg-bench-") as tmp:
+        drain(fine_tune(model, raw, labels, cfg, out=Path(tmp) / "ft.safetensors", voxel_size=ds["voxel_size"],
+                        source=str(ds["path"])), show=False, callback=at_step)
+    return results
+
+
+def relative_gain(pre: float, scr: float, metric: str) -> float:
+    """How much better pretrained is than scratch, in % of scratch (VOI/ARAND: relative reduction)."""
+    if metric in LOWER_IS_BETTER:
+        return 100.0 * (scr - pre) / scr if scr else float("nan")
+    return 100.0 * (pre - scr) / scr if scr else float("nan")
+
+
+def print_table(name: str, ds: dict, res: dict, arms: list[str], steps: list[int]) -> None:
+    cols = [c for c in (*(f"{m}_{p}" for m in ds["metrics"] for p in ("default", "tuned")), "iou")
+            if any(c in r for by_arm in res.values() for a in by_arm.values() for r in a.values())]
+    print(f"\n{name} ({ds['task']}): {' / '.join(c for c in cols)}")
+    print("| painted | steps | arm | " + " | ".join(cols) + " |")
+    print("|---|---:|---|" + "---:|" * len(cols))
+    for n, by_arm in res.items():
+        for s in steps:
+            for arm in arms:
+                r = by_arm[arm].get(s)
+                if r is not None:
+                    print(f"| {n} | {s} | {arm} | " + " | ".join(f"{r[c]:.3f}" for c in cols) + " |")
+            if "pretrained" in by_arm and "scratch" in by_arm and s in by_arm["scratch"]:
+                pre, scr = by_arm["pretrained"][s], by_arm["scratch"][s]
+                gains = [relative_gain(pre[c], scr[c], c.rsplit("_", 1)[0] if c != "iou" else c) for c in cols]
+                print(f"| {n} | {s} | gain % | " + " | ".join(f"{g:+.1f}" for g in gains) + " |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", default="vnc,isbi")
+    ap.add_argument("--painted", default="1,2,3", help="numbers of painted sections")
+    ap.add_argument("--steps", default="50,100,200", help="scored after these steps (one run to the largest)")
+    ap.add_argument("--arms", default="pretrained,scratch", help=f"from {sorted(ARMS)}")
+    ap.add_argument("--patch", default="4,96,96")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write every score here")
+    args = ap.parse_args()
+    args.patch = tuple(int(v) for v in args.patch.split(","))
+    steps = sorted(int(v) for v in args.steps.split(","))
+    arms = args.arms.split(",")
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    infer = InferenceConfig(device="cpu", tile=(8, 512, 512), overlap=(0.5, 0.0, 0.0), block=(8, 512, 512))
+    t_all = time.perf_counter()
+    every: dict[str, dict] = {}
+    for name in args.datasets.split(","):
+        ds = DATASETS[name]
+        if not ds["path"].exists():
+            print(f"skipped {name}: {ds['path']} is not here (the benchmark reads it in place)")
+            continue
+        data = np.load(ds["path"])
+        raw, gt = data["raw"][ds["crop"]].copy(), data[ds["gt"]][ds["crop"]].copy()
+        lo, hi = intensity_range(raw, NormConfig())  # fixed, so sub-volumes are predicted as fine-tuning saw them
+        norm = NormConfig(lo=lo, hi=hi)
+        print(f"{name}: {ds['task']} ({ds['target']}) on {raw.shape}, test sections {list(ds['test'])}; "
+              f"steps {steps}, patch {args.patch}, batch {args.batch}, lr {args.lr}, seed {args.seed}", flush=True)
+        every[name] = {}
+        for n in (int(v) for v in args.painted.split(",")):
+            every[name][n] = {arm: run_one(ds, raw, gt, norm, n, arm, steps, args, infer, lambda s: print(s, flush=True))
+                              for arm in arms}
+        print_table(name, ds, every[name], arms, steps)
+    total = time.perf_counter() - t_all
+    print(f"\ntotal {total / 60:.1f} min")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"results": every, "minutes": total / 60, "args": vars(args)}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
