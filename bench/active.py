@@ -125,6 +125,19 @@ def tuned_vs_fixed(model, raw, gt, painted: list[int], metric: str) -> dict[str,
     return {**out, "painted_score": res.score, "painted_untuned": res.base_score, "tune_s": res.elapsed_s}
 
 
+def report_tuning(finals: dict, raw, gt) -> dict[str, dict]:
+    tuning: dict[str, dict] = {}
+    for metric in ("ap50", "iou"):
+        print(f"\npost-processing of each final model, {metric} of the labels on the test sections: MitoConfig "
+              "defaults, the fixed settings above, and settings tuned on its painted sections (napari_emseg.tuning):")
+        for name, (model, painted) in finals.items():
+            tuning.setdefault(metric, {})[name] = t = tuned_vs_fixed(model, raw, gt, painted, metric)
+            print(f"  {name:>10}: defaults {t['defaults']:.3f}  fixed {t['fixed']:.3f}  tuned {t['tuned']:.3f}  "
+                  f"(on its painted sections {t['painted_untuned']:.3f} -> {t['painted_score']:.3f}, "
+                  f"{t['tune_s']:.0f} s)")
+    return tuning
+
+
 def sections_to_reach(curve: list[dict], key: str, target: float) -> int | None:
     return next((c["painted"] for c in curve if c[key] >= target), None)
 
@@ -136,6 +149,9 @@ def main() -> None:
     ap.add_argument("--random-seeds", type=int, default=2)
     ap.add_argument("--start", type=int, default=START, help=f"the first painted section (default {START})")
     ap.add_argument("--json", default=None, help="write all curves here")
+    ap.add_argument("--tuning-only", default=None, metavar="Z,Z,...",
+                    help="skip the strategies: fine-tune one model on these sections for (rounds + 1) x steps "
+                         "steps and compare tuned with fixed post-processing on the test sections")
     args = ap.parse_args()
     if not DATA.exists():
         print(f"skipped: {DATA} is not here (the benchmark reads it in place)")
@@ -156,6 +172,17 @@ def main() -> None:
                        head_info("bcd", tile=(1, 128, 128), voxel_size=(50.0, 4.6, 4.6)))
     cfg = FineTuneConfig(task="mitochondria", steps=args.steps, patch=(1, 128, 128), batch_size=4, lr=3e-3,
                          encoder_lr_scale=1.0, holdout=False, device="cpu", validate_every=10**9, augment=LIGHT)
+    if args.tuning_only:
+        painted = [int(v) for v in args.tuning_only.split(",")]
+        labels = np.zeros_like(gt)
+        labels[painted] = gt[painted]
+        t = time.perf_counter()
+        model = drain(fine_tune(copy.deepcopy(init), raw, labels,
+                                cfg.replace(steps=(args.rounds + 1) * args.steps)), show=False).model
+        print(f"fine-tuned on {painted} for {(args.rounds + 1) * args.steps} steps ({time.perf_counter() - t:.0f} s): "
+              f"{evaluate(model, raw, gt)}")
+        report_tuning({"model": (model, painted)}, raw, gt)
+        return
     labels = np.zeros_like(gt)
     labels[start] = gt[start]
     t = time.perf_counter()
@@ -181,15 +208,7 @@ def main() -> None:
         row = {n: sections_to_reach(c, "pixel_ap", target) for n, c in curves.items()}
         print(f"  pixel AP >= {target:.3f} ({frac:.0%} of the best): "
               + ", ".join(f"{n} {v or '-'}" for n, v in row.items()))
-    tuning: dict[str, dict] = {}
-    for metric in ("ap50", "iou"):
-        print(f"\npost-processing of each final model, {metric} of the labels on the test sections: MitoConfig "
-              "defaults, the fixed settings above, and settings tuned on its painted sections (napari_emseg.tuning):")
-        for name, (model, painted) in finals.items():
-            tuning.setdefault(metric, {})[name] = t = tuned_vs_fixed(model, raw, gt, painted, metric)
-            print(f"  {name:>10}: defaults {t['defaults']:.3f}  fixed {t['fixed']:.3f}  tuned {t['tuned']:.3f}  "
-                  f"(on its painted sections {t['painted_untuned']:.3f} -> {t['painted_score']:.3f}, "
-                  f"{t['tune_s']:.0f} s)")
+    tuning = report_tuning(finals, raw, gt)
     total = time.perf_counter() - t_all
     print(f"\ntotal {total / 60:.1f} min")
     if args.json:

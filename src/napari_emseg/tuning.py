@@ -7,7 +7,7 @@ One prediction, many post-processing settings, each scored on the painted slices
   every waterz ``threshold`` and ``min_size`` is then a lookup table applied to the painted
   slices of the fragments (:meth:`~napari_emseg.postprocess.Agglomeration.segment_lut`), which
   takes milliseconds. Metric: adapted Rand error (or VOI), 2D per painted slice, averaged.
-* **mitochondria** (BCD): one seeded watershed per seed/foreground setting; every ``min_size``
+* **mitochondria** (BCD): one seeded watershed per seed and foreground setting; every ``min_size``
   is a lookup table on its sizes. Metric: AP (mean over IoU 0.50:0.95; or AP50, AP75, or the
   foreground IoU) of the 2D objects of the painted slices.
 
@@ -61,6 +61,7 @@ DEFAULT_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
     },
     "mitochondria": {
         "seed_foreground": (0.5, 0.7, 0.9),
+        "seed_distance": (0.1, 0.3, 0.5),  # a weak model's distance map is flat: no seed passes 0.5
         "foreground_threshold": (0.3, 0.5, 0.7, 0.85),
         "min_size": (0, 32, 128, 512),
     },
