@@ -35,6 +35,7 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     from napari_emseg.finetune.job import FineTuneConfig, fine_tune
     from napari_emseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
     from napari_emseg.progress import drain
+    from napari_emseg.resample import VoxelMatchConfig
     from napari_emseg.tuning import tune_postprocess
     from napari_emseg.workflows import SegmentConfig, segment_job
 
@@ -64,7 +65,9 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     # ISBI's cells are 2D components (ids differ between sections): train in-plane boundaries
     target = "boundaries" if task == "neurons" else "auto"
     cfg = FineTuneConfig(task=task, target=target, patch=(4, 128, 128), batch_size=2, steps=steps, time_limit_min=minutes,
-                         lr=1e-3, validate_every=50, patience=8)
+                         lr=1e-3, validate_every=50, patience=8,
+                         # train on this grid (binned data gives more context), not the encoder's
+                         voxel_match=VoxelMatchConfig(enabled=False))
     t0 = time.time()
     res = drain(fine_tune(ENCODER, raw, painted, cfg, out=WEIGHTS / f"{name}.safetensors", voxel_size=vs,
                           source=data), desc=name)

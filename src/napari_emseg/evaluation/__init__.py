@@ -6,8 +6,7 @@ Names are imported on first use, so ``import napari_emseg.evaluation`` stays lig
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _LAZY = {
     "evaluate": "tasks",
@@ -31,15 +30,5 @@ _LAZY = {
     "ClassScores": "semantic",
 }
 
-__all__ = list(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, _LAZY)

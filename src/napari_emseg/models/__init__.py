@@ -9,8 +9,7 @@ See ``docs/models.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _LAZY = {
     "ModelInfo": "info",
@@ -44,11 +43,5 @@ _LAZY = {
     "cache_dir": "registry",
 }
 
-__all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'napari_emseg.models' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, _LAZY)

@@ -14,8 +14,7 @@ See ``docs/pretraining.md``.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .._lazy import lazy_attributes
 
 _LAZY = {
     "TrainConfig": "trainer",
@@ -44,11 +43,5 @@ _LAZY = {
     "load_training_checkpoint": "state",
 }
 
-__all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'napari_emseg.pretrain' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__, __dir__, __all__ = lazy_attributes(__name__, _LAZY)
