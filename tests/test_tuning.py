@@ -82,7 +82,7 @@ def test_mitochondria_thresholds_tuned_for_a_weak_foreground(em):
     others = held_out(gt.shape[0])
     default = extract_instances(pred, "bcd", MitoConfig())
     ref_others = np.stack([gt[z] for z in others])
-    assert slice_score(tuned, ref_others, others, metric="ap") > 0.6
+    assert slice_score(tuned, ref_others, others, metric="ap") > 0.8
     assert slice_score(default, ref_others, others, metric="ap") == 0.0
 
 
