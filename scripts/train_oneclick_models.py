@@ -89,8 +89,8 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     else:  # 2D ISBI-style scores: each held-out section against its cells
         per = [evaluate(seg.labels[i], truth[i], "neurons") for i in range(truth.shape[0])]
         scores = {k: float(np.mean([p[k] for p in per])) for k in ("voi_split", "voi_merge", "arand")}
-    scores = {k: (round(float(v), 4) if isinstance(v, (int, float, np.floating)) else v) for k, v in scores.items()
-              if not isinstance(v, (dict, list))}
+    scores = {k: (None if not np.isfinite(v) else round(float(v), 4)) if isinstance(v, (int, float, np.floating)) else v
+              for k, v in scores.items() if not isinstance(v, (dict, list))}
     ck = load_checkpoint(res.checkpoint)
     card = dict(ck.card)
     card.update({

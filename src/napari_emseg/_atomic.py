@@ -37,6 +37,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         else:
             if tmp.is_file():
                 _fsync(tmp)
+                _default_mode(tmp)
             os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -53,6 +54,13 @@ def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:
     """Write a binary file atomically."""
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+def _default_mode(path: Path) -> None:
+    """Give the file the permissions a plain ``open()`` would (some writers create it 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def _fsync(path: Path) -> None:

@@ -325,11 +325,11 @@ def uncertainty_job(
     """
     from .inference import predict_tiled
     from .inference.output import prepare_output
-    from .inference.predict import _as_volume
+    from .inference.predict import as_volume
 
     if getattr(model, "info", None) is None:
         raise ConfigError(f"{type(model).__name__} has no .info; load models with napari_emseg.models.load_model")
-    data, vs, _ = _as_volume(image, voxel_size)
+    data, vs, _ = as_volume(image, voxel_size)
     shape = tuple(int(s) for s in data.shape)
     net = UncertaintyNet(model, config.measure, config.flips)
     icfg = config.inference.replace(tta=False, dtype="float16")

@@ -180,6 +180,7 @@ def fine_tune(
     voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
     model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
     pretrained = report is not None
+    continued = bool(report and report.get("continued"))
     patch = _patch_shape(cfg, model, ann)
     context = tuple(p // 2 for p in patch)
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
@@ -202,7 +203,8 @@ def fine_tune(
     groups = freeze_and_group(model, cfg, pretrained)
     tcfg = TrainConfig(
         optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
-        warmup_fraction=0.05, max_steps=cfg.steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
+        # a model that continues training (already fine-tuned) needs no second warm-up
+        warmup_fraction=0.0 if continued else 0.05, max_steps=cfg.steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
         precision=cfg.precision, device=cfg.device, seed=cfg.seed, checkpoint_every=10**9,
         log_every=max(1, min(25, cfg.steps // 10)), preview_every=10**9,
         validate_every=cfg.validate_every if validate else 0,

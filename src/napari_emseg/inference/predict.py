@@ -119,7 +119,7 @@ def predict_tiled(
     info = getattr(model, "info", None)
     if not isinstance(info, ModelInfo):
         raise EmsegError(f"{type(model).__name__} has no .info (ModelInfo); load models with models.load_model")
-    data, voxel_size, known = _as_volume(volume, voxel_size)
+    data, voxel_size, known = as_volume(volume, voxel_size)
     shape = tuple(int(s) for s in data.shape)
     mode = resolve_mode(info, config)
     device = select_device(config.device)
@@ -203,7 +203,7 @@ def predict_tiled(
     return target
 
 
-def _as_volume(volume: Any, voxel_size: Sequence[float] | None) -> tuple[Any, tuple[float, ...], bool]:
+def as_volume(volume: Any, voxel_size: Sequence[float] | None) -> tuple[Any, tuple[float, ...], bool]:
     """``(z, y, x)`` array-like, voxel size and whether it is known."""
     known = voxel_size is not None
     if isinstance(volume, Volume):
