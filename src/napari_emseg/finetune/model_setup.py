@@ -30,7 +30,7 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
         if getattr(encoder, "info", None) is None or encoder.info.target != kind:
             raise AnnotationError(f"the given model predicts {getattr(getattr(encoder, 'info', None), 'target', '?')}, "
                                   f"not {kind}; pass an encoder or a checkpoint trained for {kind}")
-        return encoder, {"continued": True}
+        return encoder, None  # a module as given: one learning rate for all of it, with warm-up
     src = resolve_encoder(encoder)
     if isinstance(src, (str, os.PathLike)):
         ckpt = load_checkpoint(src)
