@@ -62,7 +62,7 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     labels = viewer.layers["raw mitochondria"]
     assert labels.data.shape == tiny_em.raw.shape and tuple(labels.scale) == tiny_em.voxel_size
     assert "raw foreground" in viewer.layers
-    assert len(ticks) == 2 and all(len(t) > 10 for t in ticks.values())
+    assert len(ticks) == 2 and all(len(t) >= 3 for t in ticks.values())  # both jobs were watched
     gaps = np.concatenate([np.diff(t) for t in ticks.values()])
     assert gaps.max() < 1.0, f"UI blocked for {gaps.max():.2f} s"
 
