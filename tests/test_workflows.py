@@ -45,6 +45,19 @@ def test_labels_to_tiff_with_voxel_size(tmp_path):
     assert open_volume(path).voxel_size == pytest.approx((40, 8, 8))
 
 
+@pytest.mark.parametrize("top", [7, 2**20])  # 16-bit (ImageJ Info) and 32-bit (description)
+def test_labels_tiff_records_how_they_were_made(tmp_path, top):
+    import json
+
+    labels = np.zeros((2, 4, 4), np.uint32)
+    labels[0, 0, 0] = top
+    path = write_labels(tmp_path / "l.tif", labels, (40.0, 8.0, 8.0), {"model": "m.safetensors", "target": "bcd"})
+    with tifffile.TiffFile(path) as tif:
+        text = tif.imagej_metadata["Info"] if tif.imagej_metadata else tif.pages[0].description
+        np.testing.assert_array_equal(tif.asarray(), labels)
+    assert json.loads(text)["napari_emseg"] == {"model": "m.safetensors", "target": "bcd"}
+
+
 def test_cli_segment_task_mismatch_is_explained(tiny_em, tiny_bcd, tmp_path, capsys):
     write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
     rc = main(["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(tiny_bcd),

@@ -177,13 +177,20 @@ def postprocess_job(seg: Segmentation, config: SegmentConfig) -> Job[Any]:
 
 
 def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: dict[str, Any] | None = None) -> str:
-    """Write instance labels to zarr (atomically) or TIFF, by suffix."""
+    """Write instance labels to zarr (atomically) or TIFF, by suffix.
+
+    ``attrs`` go into the zarr attributes, or as JSON into a TIFF's ImageJ ``Info`` property
+    (ImageJ: Image > Show Info) or image description (32-bit labels, which ImageJ cannot read).
+    """
     path = Path(path)
     if path.suffix.lower() in (".tif", ".tiff"):
+        import json
+
         import numpy as np
         import tifffile
 
         from ._atomic import atomic_path
+        from .io import jsonable
 
         data = np.asarray(labels)
         imagej = data.max(initial=0) < 2**16  # ImageJ reads 16-bit labels, not 32-bit
@@ -192,6 +199,11 @@ def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: d
         if voxel_size:
             kwargs["resolution"] = (1e3 / voxel_size[2], 1e3 / voxel_size[1])
             meta.update(spacing=voxel_size[0] / 1e3, unit="um")
+        text = json.dumps({"napari_emseg": jsonable(attrs)}, default=str) if attrs else None
+        if text and imagej:
+            meta["Info"] = text
+        elif text:
+            kwargs["description"] = text
         with atomic_path(path) as tmp:
             tifffile.imwrite(tmp, data.astype(np.uint16) if imagej else data, imagej=imagej,
                              metadata=meta if imagej else None, **kwargs)

@@ -230,6 +230,9 @@ class SegmentWidget(QWidget):
         self._set_running(True)
         self.status.setText(f"segmenting '{image.name}' with {Path(str(model)).name} ...")
 
+        self._made_with = {"model": str(model), "preset": preset, "image_layer": image.name,
+                           "inference": cfg.inference.to_dict(), "voxel_match": cfg.voxel_match.to_dict()}
+
         def make_job():
             return segment_job(model, data, cfg, voxel_size=scale)
 
@@ -255,7 +258,7 @@ class SegmentWidget(QWidget):
 
         def done(labels: Any) -> None:
             seg.labels = labels
-            self._show_labels(labels, seg.target)
+            self._show_labels(labels, seg.target, cfg.postprocess_for(seg.target))
 
         self.runner = JobRunner(lambda: postprocess_job(seg, cfg), on_done=done,
                                 on_finish=lambda: self._set_running(False), description="post-process")
@@ -312,7 +315,7 @@ class SegmentWidget(QWidget):
         pred = seg.predictions
         for i, channel in enumerate(seg.channel_names):  # one layer per channel, the first shown
             self._set_image(f"{self._image_name} {channel}", np.asarray(pred[i]), self._scale, visible=(i == 0))
-        self._show_labels(seg.labels, seg.target)
+        self._show_labels(seg.labels, seg.target, self.config().postprocess_for(seg.target))
 
     def _set_image(self, name: str, data: np.ndarray, scale: Any, visible: bool) -> None:
         data = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else 1.0)
@@ -322,7 +325,8 @@ class SegmentWidget(QWidget):
             self.viewer.add_image(data, name=name, scale=scale, translate=self._translate, colormap="magma",
                                   contrast_limits=(0, 1), blending="additive", opacity=0.6, visible=visible)
 
-    def _show_labels(self, labels: np.ndarray, target: str) -> None:
+    def _show_labels(self, labels: np.ndarray, target: str, postprocess: Any) -> None:
+        self._labels_settings = {"target": target, "postprocess": postprocess.to_dict()}
         task = {"bcd": "mitochondria", "affinities": "neurons", "boundaries": "neurons"}.get(target, target)
         name = f"{self._image_name} {task}"
         if name in self.viewer.layers:
@@ -342,7 +346,13 @@ class SegmentWidget(QWidget):
             self.export(path)
 
     def export(self, path: str | Path) -> str | None:
-        """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size."""
+        """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size.
+
+        The file records how the labels were made (model, settings, versions) and that hand edits
+        in napari, if any, are included (see :func:`~napari_emseg.workflows.write_labels`).
+        """
+        from .. import __version__
+        from ..provenance import now
         from ..workflows import write_labels
 
         if self.labels_layer is None:
@@ -351,7 +361,11 @@ class SegmentWidget(QWidget):
         path = Path(path)
         if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
             path = path.with_suffix(".zarr")
-        written = write_labels(path, np.asarray(self.labels_layer.data), tuple(float(s) for s in self._scale))
+        attrs = {"version": __version__, "exported": now(), "layer": self.labels_layer.name,
+                 **getattr(self, "_made_with", {}), **getattr(self, "_labels_settings", {}),
+                 "note": "labels as shown in napari when exported (hand edits included)"}
+        written = write_labels(path, np.asarray(self.labels_layer.data), tuple(float(s) for s in self._scale),
+                               attrs)
         show_info(f"napari-emseg: labels written to {written}")
         return written
 
