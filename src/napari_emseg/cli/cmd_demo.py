@@ -4,7 +4,9 @@
 2. "paint" two slices per task from the ground truth, as a user would in napari;
 3. fine-tune the bundled pretrained encoder on them (mitochondria, then neurons);
 4. segment the whole volume with each model (tiled inference + watershed / waterz);
-5. score against the ground truth of the whole volume and write zarr labels and PNG overlays.
+5. tune the post-processing thresholds on the painted slices (no re-prediction), as the
+   Segment widget's "Tune thresholds on painted slices" does;
+6. score both against the ground truth of the whole volume; write zarr labels and PNG overlays.
 
 The same flow in napari: open the sample (File > Open Sample > napari-emseg), paint in a Labels
 layer (Fine-tune widget > New labels layer), press Start, then Segment.
@@ -44,12 +46,12 @@ def default_encoder() -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import make_synthetic_em
-    from ..evaluation import evaluate
     from ..finetune.job import FineTuneConfig, fine_tune
     from ..io import write_volume
     from ..progress import drain
     from ..resample import VoxelMatchConfig
-    from ..workflows import SegmentConfig, segment_job
+    from ..tuning import tune_job
+    from ..workflows import SegmentConfig, postprocess_job, segment_job, write_labels
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -77,10 +79,15 @@ def run(args: argparse.Namespace) -> int:
                       show=not args.quiet)
         seg = drain(segment_job(tuned.checkpoint, em.raw, SegmentConfig(), out=out / f"{task}.zarr",
                                 voxel_size=em.voxel_size), desc=f"segment {task}", show=not args.quiet)
-        scores = evaluate(seg.labels, truth, task)
-        results[task] = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
-        results[task]["objects"] = int(seg.labels.max())
-        results[task]["truth_objects"] = int(len(np.unique(truth[truth > 0])))
+        results[f"{task} (default thresholds)"] = _scores(seg.labels, truth, task)
+        best = drain(tune_job(seg.predictions, seg.target, painted, offsets=seg.offsets, voxel_size=em.voxel_size),
+                     desc=f"tune {task} thresholds on the painted slices", show=not args.quiet)
+        cfg = SegmentConfig().replace(**{"neurons" if task == "neurons" else "mitochondria": best.config})
+        seg.labels = drain(postprocess_job(seg, cfg), show=False)
+        write_labels(out / f"{task}.zarr" / "labels", seg.labels, em.voxel_size,
+                     {"target": seg.target, "postprocess": best.config.to_dict(),
+                      "tuning": {"metric": best.metric, "score": best.score, "painted_slices": zs}})
+        results[f"{task} (tuned on painted)"] = _scores(seg.labels, truth, task)
         write_overlay(out / f"{task}_overlay.png", em.raw, seg.labels, truth, zs)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
     print_table(results)
@@ -90,14 +97,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scores(labels: np.ndarray, truth: np.ndarray, task: str) -> dict[str, float | int]:
+    from ..evaluation import evaluate
+
+    scores = {k: v for k, v in evaluate(labels, truth, task).items() if isinstance(v, (int, float))}
+    return {**scores, "objects": int(labels.max()), "truth_objects": int(len(np.unique(truth[truth > 0])))}
+
+
 def print_table(results: dict[str, dict]) -> None:
     keys = {"mitochondria": ["ap50", "ap75", "iou", "objects", "truth_objects"],
             "neurons": ["voi_split", "voi_merge", "arand", "objects", "truth_objects"]}
     print("\nscores on the whole volume against its ground truth (only 2 slices were painted):")
-    for task, res in results.items():
+    for row, res in results.items():
         cells = "  ".join(f"{k}={res[k]:.3f}" if isinstance(res.get(k), float) else f"{k}={res.get(k)}"
-                          for k in keys[task] if k in res)
-        print(f"  {task:<13} {cells}")
+                          for k in keys[row.split()[0]] if k in res)
+        print(f"  {row:<34} {cells}")
 
 
 def write_overlay(path: Path, raw: np.ndarray, labels: np.ndarray, truth: np.ndarray, painted: list[int]) -> None:
