@@ -47,14 +47,14 @@ def main(out_dir: str = "docs/images") -> int:
     viewer.dims.set_current_step(0, 16)
 
     enc = EncoderWidget(viewer)
-    viewer.window.add_dock_widget(enc, name="Encoder", area="right")
+    enc_dock = viewer.window.add_dock_widget(enc, name="Encoder", area="right")
     enc.select(default_encoder())
     app.processEvents()
     viewer.screenshot(str(out / "encoder_widget.png"), canvas_only=False)
     print("wrote", out / "encoder_widget.png")
 
     tune = FineTuneWidget(viewer)
-    viewer.window.add_dock_widget(tune, name="Fine-tune", area="right")
+    tune_dock = viewer.window.add_dock_widget(tune, name="Fine-tune", area="right")
     tune.image_combo.value = raw
     painted = tune.create_labels_layer()
     for z in (8, 16, 24):
@@ -68,19 +68,26 @@ def main(out_dir: str = "docs/images") -> int:
     viewer.screenshot(str(out / "finetune_widget.png"), canvas_only=False)
     print("wrote", out / "finetune_widget.png")
 
+    # the Segment widget alone, so the window keeps its size
+    for dock in (enc_dock, tune_dock):
+        viewer.window.remove_dock_widget(dock)
     seg = SegmentWidget(viewer)
     viewer.window.add_dock_widget(seg, name="Segment", area="right")
     seg.image_combo.value = raw
-    seg.seed_fg.setValue(0.7)
-    seg.seed_contour.setValue(0.5)
-    seg.fg_threshold.setValue(0.5)
     runner = seg.start()
     wait(app, runner)
+    # tune the thresholds on the painted slices, as a user would; it re-runs post-processing
+    seg.painted_combo.value = painted
+    runner = seg.tune()
+    wait(app, runner)
+    if seg.runner is not runner:
+        wait(app, seg.runner)
     for layer in viewer.layers:
-        if layer.name.startswith("preview"):
-            layer.visible = False
+        layer.visible = layer is raw or layer is seg.labels_layer
+    viewer.dims.set_current_step(0, 12)  # an unpainted slice
+    app.processEvents()
     viewer.screenshot(str(out / "segment_widget.png"), canvas_only=False)
-    print("wrote", out / "segment_widget.png")
+    print("wrote", out / "segment_widget.png", f"({int(seg.labels_layer.data.max())} objects)")
     viewer.close()
     return 0
 

@@ -64,7 +64,7 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     assert "raw foreground" in viewer.layers
     assert len(ticks) == 2 and all(len(t) >= 3 for t in ticks.values())  # both jobs were watched
     gaps = np.concatenate([np.diff(t) for t in ticks.values()])
-    assert gaps.max() < 1.0, f"UI blocked for {gaps.max():.2f} s"
+    assert gaps.max() < 1.5, f"UI blocked for {gaps.max():.2f} s"
 
     # re-run post-processing with a size filter that removes everything: no re-prediction
     seg.min_size.setValue(10**9)
