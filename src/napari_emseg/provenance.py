@@ -1,8 +1,9 @@
 """Provenance bundles: what made a segmentation, written beside it, enough to make it again.
 
-Every segmentation written by :func:`napari_emseg.workflows.segment_job` (the widget and
-``rerun``) or ``napari-emseg segment`` carries a bundle in ``OUT/provenance.json`` (written
-atomically) and in the ``provenance`` attribute of its zarr arrays (and of the container):
+Every segmentation written by :func:`napari_emseg.workflows.segment_job` (``rerun``) or
+``napari-emseg segment`` carries a bundle in ``OUT/provenance.json`` (written atomically) and in
+the ``provenance`` attribute of its zarr arrays (and of the container); labels exported from the
+Segment widget carry it in ``LABELS.provenance.json`` (:func:`export_bundle`):
 
 ``model``        checkpoint path, its file sha256, a sha256 of the weights, model card and info
 ``config``       the whole :class:`~napari_emseg.workflows.SegmentConfig` (inference, every
@@ -41,7 +42,8 @@ from .progress import Job, Progress
 __all__ = [
     "FORMAT", "PROVENANCE_FILE", "ATTR_KEY", "PACKAGES", "ProvenanceError", "RerunResult",
     "checksum_job", "content_checksum", "file_sha256", "weights_sha256", "package_versions",
-    "environment", "record_job", "write_bundle", "read_bundle", "rerun_job", "default_rerun_path",
+    "environment", "record_job", "write_bundle", "export_bundle", "read_bundle", "rerun_job",
+    "default_rerun_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,7 +175,7 @@ def now() -> str:
 
 # -- bundles ----------------------------------------------------------------------------------
 def record_job(
-    out: str | os.PathLike,
+    out: str | os.PathLike | None,
     *,
     model: Any,
     config: Any,
@@ -196,7 +198,8 @@ def record_job(
     ----------
     out
         The output container (``OUT.zarr``); the bundle goes to ``OUT/provenance.json`` and
-        into the attributes of the zarr arrays in ``outputs`` and of the container.
+        into the attributes of the zarr arrays in ``outputs`` and of the container. ``None``:
+        only return it (the widget keeps it until the labels are exported, :func:`export_bundle`).
     model, model_path
         The model used (``.info``, ``.card``, weights) and its checkpoint file, if any
         (``rerun`` needs it).
@@ -261,7 +264,8 @@ def record_job(
             "labels_checksum": labels_sum,
         },
     }
-    write_bundle(out, bundle)
+    if out is not None:
+        write_bundle(out, bundle)
     return bundle
 
 
@@ -302,11 +306,42 @@ def _set_attrs(out: Path, bundle: dict[str, Any], outputs: Any) -> None:
             logger.debug("no provenance attribute on %s: %s", node, err)
 
 
+def export_bundle(path: str | os.PathLike, bundle: Mapping[str, Any], labels: Any,
+                  changes: Mapping[str, Any] | None = None) -> Path:
+    """Record labels exported to ``path`` (zarr array or TIFF) with the bundle of the job that
+    made them: ``changes`` (e.g. the post-processing chosen afterwards, export details) are merged
+    in, ``results`` describe the exported labels (hashed by value, hand edits included). The
+    bundle goes to ``PATH.provenance.json`` beside the file and, for zarr, into its attributes."""
+    import copy
+
+    from ._atomic import atomic_write_text
+    from .io import jsonable
+
+    path = Path(path)
+    plain = copy.deepcopy(jsonable(dict(bundle)))
+    for key, value in jsonable(dict(changes or {})).items():
+        if isinstance(value, dict) and isinstance(plain.get(key), dict):
+            plain[key].update(value)
+        else:
+            plain[key] = value
+    labels_sum = content_checksum(labels, block=_default_block(labels.shape), dtype=LABELS_DTYPE)
+    plain["results"] = {"outputs": {"labels": str(path)}, "n_objects": int(labels_sum["max"]),
+                        "labels_checksum": labels_sum}
+    target = path.with_name(path.name + "." + PROVENANCE_FILE)
+    atomic_write_text(target, json.dumps(plain, indent=2, default=str) + "\n")
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        import zarr
+
+        zarr.open_array(str(path), mode="r+").attrs.update({ATTR_KEY: plain})
+    return target
+
+
 def read_bundle(output: str | os.PathLike) -> dict[str, Any]:
     """The bundle of an output: ``OUTPUT/provenance.json``, or the attribute of a zarr array/group
     (``OUTPUT`` may be the container, its ``labels`` array or the JSON file itself)."""
     path = Path(output)
-    candidates = [path] if path.suffix == ".json" else [path / PROVENANCE_FILE, path.parent / PROVENANCE_FILE]
+    candidates = [path] if path.suffix == ".json" else [path / PROVENANCE_FILE, path.parent / PROVENANCE_FILE,
+                                                        path.with_name(path.name + "." + PROVENANCE_FILE)]
     for c in candidates:
         if c.is_file():
             bundle = json.loads(c.read_text())

@@ -88,7 +88,7 @@ def segment_job(
     voxel_size: tuple[float, float, float] | None = None,
     postprocess: bool = True,
     attrs: dict[str, Any] | None = None,
-    provenance: bool = True,
+    provenance: bool | None = None,
     command: Sequence[str] | None = None,
 ) -> Job[Segmentation]:
     """Predict maps over ``image`` with ``model`` and turn them into instance labels.
@@ -112,8 +112,10 @@ def segment_job(
         Extra attributes written with both arrays; ``{"source": {"image": path, "channel": c}}``
         names the input file when ``image`` is not a :class:`~napari_emseg.io.Volume`.
     provenance
-        With ``out``: write the provenance bundle (``out/provenance.json`` and a zarr attribute;
-        see :mod:`napari_emseg.provenance`), so ``napari-emseg rerun`` can make it again.
+        With ``out`` (``None`` or ``True``): write the provenance bundle (``out/provenance.json``
+        and a zarr attribute; see :mod:`napari_emseg.provenance`), so ``napari-emseg rerun`` can
+        make it again. ``True`` without ``out``: build it in memory only (``Segmentation.provenance``;
+        the widget writes it when the labels are exported). ``False``: none.
     command
         The command line to record (``None`` from the widget).
 
@@ -150,7 +152,7 @@ def segment_job(
 def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config: SegmentConfig, out: Any,
                      provenance: bool, attrs: dict[str, Any] | None, command: Any, started: float) -> Job[Segmentation]:
     """Write the provenance bundle of a segmentation written to ``out`` (see :mod:`.provenance`)."""
-    if out is None or not provenance:
+    if provenance is False or (out is None and not provenance):
         return seg
     from .device import select_device
     from .provenance import record_job

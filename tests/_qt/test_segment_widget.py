@@ -116,6 +116,15 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     written = seg.export(tmp_path / "out.zarr")
     attrs = dict(zarr.open_array(written, mode="r").attrs)
     assert attrs["layer"] == "raw mitochondria" and attrs["postprocess"] == made["postprocess"]
+    # the full provenance bundle: beside the file and in the zarr attributes
+    from napari_emseg.provenance import read_bundle
+
+    bundle = read_bundle(written)
+    assert bundle == attrs["provenance"] and (tmp_path / "out.zarr.provenance.json").is_file()
+    assert bundle["model"]["sha256"] and bundle["input"]["checksum"]["digest"]
+    assert bundle["config"]["mitochondria"] == made["postprocess"]  # the settings that made the labels
+    assert bundle["results"]["n_objects"] == int(viewer.layers["raw mitochondria"].data.max())
+    assert (tmp_path / "out.tif.provenance.json").is_file()
 
 
 def test_segment_errors_become_notifications(make_napari_viewer, qtbot, tmp_path, monkeypatch):

@@ -233,8 +233,11 @@ class SegmentWidget(QWidget):
         self._made_with = {"model": str(model), "preset": preset, "image_layer": image.name,
                            "inference": cfg.inference.to_dict(), "voxel_match": cfg.voxel_match.to_dict()}
 
-        def make_job():
-            return segment_job(model, data, cfg, voxel_size=scale)
+        source = getattr(getattr(image, "source", None), "path", None)
+        attrs = {"source": {"image": source}} if source else None
+
+        def make_job():  # the provenance bundle is built in the worker and written on export
+            return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True)
 
         self.runner = JobRunner(make_job, on_done=self._show_result, on_finish=lambda: self._set_running(False),
                                 on_progress=lambda e: self.status.setText(e.describe()[:200]),
@@ -352,7 +355,7 @@ class SegmentWidget(QWidget):
         in napari, if any, are included (see :func:`~napari_emseg.workflows.write_labels`).
         """
         from .. import __version__
-        from ..provenance import now
+        from ..provenance import export_bundle, now
         from ..workflows import write_labels
 
         if self.labels_layer is None:
@@ -364,8 +367,17 @@ class SegmentWidget(QWidget):
         attrs = {"version": __version__, "exported": now(), "layer": self.labels_layer.name,
                  **getattr(self, "_made_with", {}), **getattr(self, "_labels_settings", {}),
                  "note": "labels as shown in napari when exported (hand edits included)"}
-        written = write_labels(path, np.asarray(self.labels_layer.data), tuple(float(s) for s in self._scale),
-                               attrs)
+        labels = np.asarray(self.labels_layer.data)
+        written = write_labels(path, labels, tuple(float(s) for s in self._scale), attrs)
+        bundle = getattr(self.segmentation, "provenance", None)
+        if bundle:  # the full record of the job beside the file (and in the zarr attributes)
+            settings = getattr(self, "_labels_settings", {})
+            section = {"affinities": "neurons", "boundaries": "neurons", "bcd": "mitochondria"}.get(
+                settings.get("target", ""), settings.get("target", ""))
+            changes = {"export": {k: v for k, v in attrs.items() if k != "inference"}}
+            if section and "postprocess" in settings:
+                changes["config"] = {section: settings["postprocess"]}
+            export_bundle(written, bundle, labels, changes)
         show_info(f"napari-emseg: labels written to {written}")
         return written
 
