@@ -79,3 +79,28 @@ def test_cli_segment_needs_a_model_or_a_preset(tiny_em, tiny_bcd, tmp_path, caps
     monkeypatch.setattr(registry, "bundled_dir", lambda: tmp_path / "nothing-here")
     assert main([*base, "--preset", "mitochondria"]) == 2
     assert "fine-tune one" in capsys.readouterr().err
+
+
+def test_in_memory_segmentation_exports_with_its_provenance(tiny_em, tiny_bcd, tmp_path):
+    import json
+
+    from napari_emseg.provenance import read_bundle
+    from napari_emseg.workflows import export_labels
+
+    cfg = SegmentConfig(mitochondria=MitoConfig(min_size=0, seed_foreground=0.0, seed_contour=1.0,
+                                                seed_distance=0.0, foreground_threshold=0.0))
+    plain = drain(segment_job(tiny_bcd, tiny_em.raw, cfg, voxel_size=tiny_em.voxel_size), show=False)
+    assert plain.provenance is None  # nothing written, nothing built
+    seg = drain(segment_job(tiny_bcd, tiny_em.raw, cfg, voxel_size=tiny_em.voxel_size, provenance=True), show=False)
+    assert seg.provenance["input"]["checksum"]["digest"] and not list(tmp_path.glob("*.json"))
+    edited = seg.labels.copy()
+    edited[0] = 0  # a hand edit
+    chosen = cfg.mitochondria.replace(min_size=7)
+    path = export_labels(tmp_path / "edited", edited, tiny_em.voxel_size, seg, chosen, {"layer": "raw mitochondria"})
+    assert path.endswith("edited.zarr")
+    bundle = read_bundle(path)
+    assert bundle["config"]["mitochondria"]["min_size"] == 7 and bundle["export"]["layer"] == "raw mitochondria"
+    assert bundle["results"]["n_objects"] == int(edited.max())
+    assert bundle["model"]["weights_sha256"] == seg.provenance["model"]["weights_sha256"]
+    assert json.loads((tmp_path / "edited.zarr.provenance.json").read_text()) == bundle
+    assert seg.provenance["config"]["mitochondria"]["min_size"] == 0  # the job's own record is unchanged

@@ -43,17 +43,19 @@ class SegmentConfig(Config):
     semantic: SemanticConfig = SemanticConfig()
     voxel_match: VoxelMatchConfig = VoxelMatchConfig()
 
+    @staticmethod
+    def section_for(target: str) -> str:
+        """The name of the post-processing section for a model target."""
+        sections = {"affinities": "neurons", "boundaries": "neurons", "bcd": "mitochondria", "semantic": "semantic"}
+        if target not in sections:
+            from .errors import EmsegError
+
+            raise EmsegError(f"a model predicting {target!r} has no instance extraction; pick a segmentation model")
+        return sections[target]
+
     def postprocess_for(self, target: str) -> Config:
         """The post-processing config for a model target."""
-        if target in ("affinities", "boundaries"):
-            return self.neurons
-        if target == "bcd":
-            return self.mitochondria
-        if target == "semantic":
-            return self.semantic
-        from .errors import EmsegError
-
-        raise EmsegError(f"a model predicting {target!r} has no instance extraction; pick a segmentation model")
+        return getattr(self, self.section_for(target))
 
 
 @dataclass
@@ -213,3 +215,44 @@ def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: d
     from .io import write_volume
 
     return write_volume(path, labels, voxel_size=voxel_size, attrs=attrs)
+
+
+def export_labels(
+    path: str | os.PathLike,
+    labels: Any,
+    voxel_size: Any,
+    segmentation: Segmentation | None = None,
+    postprocess: Config | None = None,
+    details: dict[str, Any] | None = None,
+) -> str:
+    """Write labels shown (and perhaps edited) in napari with a record of what made them.
+
+    ``path`` ends in ``.zarr`` or ``.tif`` (anything else becomes ``.zarr``). A summary (version,
+    export time, ``details`` such as the model and layer, the target and the ``postprocess``
+    settings that made the labels) goes into the file (:func:`write_labels`); when the
+    ``segmentation`` carries a provenance bundle, the whole bundle goes beside the file, updated
+    with these settings (:func:`napari_emseg.provenance.export_bundle`).
+    """
+    import numpy as np
+
+    from . import __version__
+    from .provenance import export_bundle, now
+
+    path = Path(path)
+    if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
+        path = path.with_suffix(".zarr")
+    labels = np.asarray(labels)
+    made: dict[str, Any] = {"version": __version__, "exported": now(), **(details or {}),
+                            "note": "labels as they were when exported (hand edits included)"}
+    if segmentation is not None:
+        made["target"] = segmentation.target
+    if postprocess is not None:
+        made["postprocess"] = postprocess.to_dict()
+    written = write_labels(path, labels, voxel_size, made)
+    bundle = getattr(segmentation, "provenance", None)
+    if bundle:
+        changes: dict[str, Any] = {"export": {k: v for k, v in made.items() if k not in ("inference", "postprocess")}}
+        if postprocess is not None:
+            changes["config"] = {SegmentConfig.section_for(segmentation.target): made["postprocess"]}
+        export_bundle(written, bundle, labels, changes)
+    return written

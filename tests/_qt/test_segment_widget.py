@@ -112,7 +112,7 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     with tifffile.TiffFile(written) as tif:
         made = json.loads(tif.imagej_metadata["Info"])["napari_emseg"]
     assert made["model"] == str(tune.result.checkpoint) and made["target"] == "bcd"
-    assert made["postprocess"]["min_size"] == seg.min_size.value()
+    assert made["postprocess"]["min_size"] == seg.min_size.value() and made["layer"] == "raw mitochondria"
     written = seg.export(tmp_path / "out.zarr")
     attrs = dict(zarr.open_array(written, mode="r").attrs)
     assert attrs["layer"] == "raw mitochondria" and attrs["postprocess"] == made["postprocess"]

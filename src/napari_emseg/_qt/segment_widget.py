@@ -47,6 +47,8 @@ class SegmentWidget(QWidget):
         self.runner: JobRunner | None = None
         self.segmentation: Any = None
         self.labels_layer: Any = None
+        self._labels_postprocess: Any = None  # the post-processing that made the labels shown
+        self._made_with: dict[str, Any] = {}  # model, preset and settings of the last segmentation
 
         self.image_combo: ComboBox = create_widget(annotation=Image, label="image")
         self.model_edit = QLineEdit()
@@ -329,7 +331,7 @@ class SegmentWidget(QWidget):
                                   contrast_limits=(0, 1), blending="additive", opacity=0.6, visible=visible)
 
     def _show_labels(self, labels: np.ndarray, target: str, postprocess: Any) -> None:
-        self._labels_settings = {"target": target, "postprocess": postprocess.to_dict()}
+        self._labels_postprocess = postprocess
         task = {"bcd": "mitochondria", "affinities": "neurons", "boundaries": "neurons"}.get(target, target)
         name = f"{self._image_name} {task}"
         if name in self.viewer.layers:
@@ -349,35 +351,16 @@ class SegmentWidget(QWidget):
             self.export(path)
 
     def export(self, path: str | Path) -> str | None:
-        """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size.
-
-        The file records how the labels were made (model, settings, versions) and that hand edits
-        in napari, if any, are included (see :func:`~napari_emseg.workflows.write_labels`).
-        """
-        from .. import __version__
-        from ..provenance import export_bundle, now
-        from ..workflows import write_labels
+        """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size and a
+        record of what made them (:func:`~napari_emseg.workflows.export_labels`)."""
+        from ..workflows import export_labels
 
         if self.labels_layer is None:
             show_warning("napari-emseg: nothing to export yet")
             return None
-        path = Path(path)
-        if path.suffix.lower() not in (".zarr", ".tif", ".tiff"):
-            path = path.with_suffix(".zarr")
-        attrs = {"version": __version__, "exported": now(), "layer": self.labels_layer.name,
-                 **getattr(self, "_made_with", {}), **getattr(self, "_labels_settings", {}),
-                 "note": "labels as shown in napari when exported (hand edits included)"}
-        labels = np.asarray(self.labels_layer.data)
-        written = write_labels(path, labels, tuple(float(s) for s in self._scale), attrs)
-        bundle = getattr(self.segmentation, "provenance", None)
-        if bundle:  # the full record of the job beside the file (and in the zarr attributes)
-            settings = getattr(self, "_labels_settings", {})
-            section = {"affinities": "neurons", "boundaries": "neurons", "bcd": "mitochondria"}.get(
-                settings.get("target", ""), settings.get("target", ""))
-            changes = {"export": {k: v for k, v in attrs.items() if k != "inference"}}
-            if section and "postprocess" in settings:
-                changes["config"] = {section: settings["postprocess"]}
-            export_bundle(written, bundle, labels, changes)
+        written = export_labels(path, self.labels_layer.data, tuple(float(s) for s in self._scale),
+                                self.segmentation, self._labels_postprocess,
+                                {**self._made_with, "layer": self.labels_layer.name})
         show_info(f"napari-emseg: labels written to {written}")
         return written
 
