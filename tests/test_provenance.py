@@ -23,8 +23,8 @@ from napari_emseg.provenance import (
     content_checksum,
     file_sha256,
     read_bundle,
-    rerun_job,
 )
+from napari_emseg.rerun import rerun_job
 from napari_emseg.workflows import SegmentConfig, segment_job
 
 # thresholds inside the random network's output range, so its maps give several objects

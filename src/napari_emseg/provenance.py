@@ -15,8 +15,8 @@ Segment widget carry it in ``LABELS.provenance.json`` (:func:`export_bundle`):
 ``run``          start and end (UTC), wall time, command line, working directory
 ``results``      output paths, object count and a value checksum of the labels
 
-:func:`rerun_job` (``napari-emseg rerun OUTPUT``) runs the job again from a bundle and says
-whether the new labels equal the recorded ones; on the same CPU they do, bit for bit.
+:func:`napari_emseg.rerun.rerun_job` (``napari-emseg rerun OUTPUT``) runs the job again from a
+bundle and says whether the new labels equal the recorded ones; on the same CPU they do, bit for bit.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import logging
 import os
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from importlib import metadata
 from itertools import product
 from pathlib import Path
@@ -40,10 +39,9 @@ from .errors import EmsegError
 from .progress import Job, Progress
 
 __all__ = [
-    "FORMAT", "PROVENANCE_FILE", "ATTR_KEY", "PACKAGES", "ProvenanceError", "RerunResult",
+    "FORMAT", "PROVENANCE_FILE", "ATTR_KEY", "PACKAGES", "ProvenanceError",
     "checksum_job", "content_checksum", "file_sha256", "weights_sha256", "package_versions",
-    "environment", "record_job", "write_bundle", "export_bundle", "read_bundle", "rerun_job",
-    "default_rerun_path",
+    "environment", "record_job", "write_bundle", "export_bundle", "read_bundle",
 ]
 
 logger = logging.getLogger(__name__)
@@ -357,90 +355,3 @@ def read_bundle(output: str | os.PathLike) -> dict[str, Any]:
         raise ProvenanceError(f"{output}: no provenance bundle ({PROVENANCE_FILE} or zarr attribute "
                               f"'{ATTR_KEY}'); only outputs of napari-emseg segment or the Segment widget have one")
     return bundle
-
-
-# -- rerun ------------------------------------------------------------------------------------
-@dataclass
-class RerunResult:
-    """What :func:`rerun_job` returns: the new segmentation and how it compares with the bundle."""
-
-    segmentation: Any
-    out: Path
-    bundle: dict[str, Any]
-    input_identical: bool
-    labels_identical: bool | None
-    model_identical: bool
-
-
-def default_rerun_path(output: str | os.PathLike) -> Path:
-    """``seg.zarr`` -> ``seg-rerun.zarr`` (beside the original)."""
-    p = Path(output)
-    if p.name == PROVENANCE_FILE:
-        p = p.parent
-    return p.with_name(f"{p.stem}-rerun{p.suffix}")
-
-
-def rerun_job(
-    output: str | os.PathLike,
-    out: str | os.PathLike | None = None,
-    *,
-    model: str | os.PathLike | None = None,
-    image: str | None = None,
-    device: str | None = None,
-    strict: bool = True,
-    command: Sequence[str] | None = None,
-) -> Job[RerunResult]:
-    """Make a recorded segmentation again from its bundle (a generator job).
-
-    Parameters
-    ----------
-    output
-        The recorded output (container, its JSON or one of its arrays).
-    out
-        Where to write the new one (default ``<name>-rerun.zarr`` beside it).
-    model, image
-        Use this checkpoint / input instead of the recorded paths (moved files).
-    device
-        Compute on this device instead of the recorded setting (e.g. ``"cpu"``).
-    strict
-        Refuse (:class:`ProvenanceError`) when the checkpoint file differs from the recorded
-        one; with ``False`` only warn. A changed input is always reported in the result.
-    """
-    from .io import open_volume
-    from .workflows import SegmentConfig, segment_job
-
-    bundle = read_bundle(output)
-    src = Path(output).parent if Path(output).suffix == ".json" else Path(output)
-    ckpt = Path(model or bundle["model"].get("path") or "")
-    if not ckpt.is_file():
-        raise ProvenanceError(f"{output}: the recorded checkpoint {str(ckpt) or '(none: an in-memory model)'} "
-                              "is not there; pass the checkpoint with --model")
-    same_model = file_sha256(ckpt) == bundle["model"].get("sha256")
-    if not same_model:
-        msg = f"{ckpt}: not the checkpoint recorded in {output} (sha256 differs)"
-        if strict:
-            raise ProvenanceError(msg + "; pass the recorded one, or --no-strict to run anyway")
-        logger.warning(msg)
-    rec_in = bundle["input"]
-    path = image or rec_in.get("path")
-    if not path:
-        raise ProvenanceError(f"{output}: the input was an in-memory layer with no file; pass it with --image")
-    vs = rec_in.get("voxel_size")
-    volume = open_volume(path, channel=rec_in.get("channel"), voxel_size=vs)
-    config = SegmentConfig.from_dict(bundle["config"], strict=False)
-    config = config.replace(inference=config.inference.replace(resume=False, **({"device": device} if device else {})))
-    target = Path(out) if out is not None else default_rerun_path(src)
-    seg = yield from segment_job(ckpt, volume, config, out=target, voxel_size=tuple(vs) if vs else None,
-                                 postprocess=bool(bundle.get("postprocess", True)), command=command,
-                                 attrs={"source": {"image": str(path), "model": str(ckpt)}, "rerun_of": str(src)})
-    new = seg.provenance or {}
-    old_sum, new_sum = rec_in.get("checksum") or {}, new.get("input", {}).get("checksum") or {}
-    if old_sum.get("block") and new_sum.get("block") != old_sum["block"]:  # e.g. a layer then, a file now
-        new_sum = yield from checksum_job(volume, block=old_sum["block"])
-    same_input = bool(old_sum) and new_sum.get("digest") == old_sum.get("digest")
-    old_labels = (bundle.get("results") or {}).get("labels_checksum")
-    new_labels = (new.get("results") or {}).get("labels_checksum")
-    same_labels = None if not old_labels or not new_labels else old_labels["digest"] == new_labels["digest"]
-    if not same_input:
-        logger.warning("the input's content differs from the recorded one (checksum): results may differ")
-    return RerunResult(seg, target, bundle, same_input, same_labels, same_model)

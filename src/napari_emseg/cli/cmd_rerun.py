@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from ..progress import Cancelled, drain
-    from ..provenance import rerun_job
+    from ..rerun import rerun_job
 
     job = rerun_job(args.output, args.out, model=args.model, image=args.image, device=args.device,
                     strict=args.strict, command=list(sys.argv))
