@@ -7,6 +7,7 @@ import json
 import zarr
 
 from napari_emseg.cli.main import main
+from napari_emseg.provenance import read_bundle
 
 
 def test_demo_fine_tunes_segments_tunes_and_scores(tmp_path, capsys):
@@ -20,6 +21,11 @@ def test_demo_fine_tunes_segments_tunes_and_scores(tmp_path, capsys):
         labels = zarr.open_array(str(out / f"{task}.zarr" / "labels"), mode="r")
         assert labels.shape == (12, 64, 64) and "tuning" in labels.attrs
         assert metrics[f"{task} (tuned on painted)"]["objects"] == int(labels[:].max())
+        # the provenance bundle records the tuned settings that made these labels (rerun makes them again)
+        bundle = read_bundle(out / f"{task}.zarr")
+        section = "neurons" if task == "neurons" else "mitochondria"
+        assert bundle["config"][section] == dict(labels.attrs)["postprocess"]
+        assert bundle["results"]["n_objects"] == int(labels[:].max())
     assert 0.0 <= metrics["neurons (tuned on painted)"]["arand"] <= 1.0
     printed = capsys.readouterr().out
     assert "tuned on painted" in printed and "open in napari" in printed

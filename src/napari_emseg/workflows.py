@@ -171,6 +171,17 @@ def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config
     return seg
 
 
+def record_segmentation_job(seg: Segmentation, model: Any, image: Any, config: SegmentConfig,
+                            out: str | os.PathLike, *, command: Sequence[str] | None = None,
+                            started: float | None = None) -> Job[Segmentation]:
+    """Write the provenance bundle of ``seg`` (written to ``out``) after its labels were made
+    outside :func:`segment_job`, e.g. with settings tuned on painted slices: ``config`` must be
+    the one that made ``seg.labels``, so ``napari-emseg rerun`` makes the same labels."""
+    net = load_segmentation_model(model)
+    return (yield from _with_provenance(seg, net, model, image, config, out, True, None, command,
+                                        started or time.time()))
+
+
 def postprocess_job(seg: Segmentation, config: SegmentConfig) -> Job[Any]:
     """Labels from ``seg.predictions`` with new post-processing settings (no re-prediction)."""
     from .postprocess import extract_instances_job

@@ -241,7 +241,8 @@ class SegmentWidget(QWidget):
         def make_job():  # the provenance bundle is built in the worker and written on export
             return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True)
 
-        self.runner = JobRunner(make_job, on_done=self._show_result, on_finish=lambda: self._set_running(False),
+        self.runner = JobRunner(make_job, on_done=lambda seg: self._show_result(seg, cfg),
+                                on_finish=lambda: self._set_running(False),
                                 on_progress=lambda e: self.status.setText(e.describe()[:200]),
                                 description="segment")
         return self.runner.start()
@@ -314,13 +315,13 @@ class SegmentWidget(QWidget):
         self.tune_button.setEnabled(not running and self.segmentation is not None)
         self.export_button.setEnabled(not running and self.segmentation is not None)
 
-    def _show_result(self, seg: Any) -> None:
+    def _show_result(self, seg: Any, cfg: Any) -> None:
         self.segmentation = seg
         self.tuned = None
         pred = seg.predictions
         for i, channel in enumerate(seg.channel_names):  # one layer per channel, the first shown
             self._set_image(f"{self._image_name} {channel}", np.asarray(pred[i]), self._scale, visible=(i == 0))
-        self._show_labels(seg.labels, seg.target, self.config().postprocess_for(seg.target))
+        self._show_labels(seg.labels, seg.target, cfg.postprocess_for(seg.target))
 
     def _set_image(self, name: str, data: np.ndarray, scale: Any, visible: bool) -> None:
         data = data.astype(np.float32) / (255.0 if data.dtype == np.uint8 else 1.0)

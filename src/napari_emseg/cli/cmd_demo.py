@@ -51,7 +51,13 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import drain
     from ..resample import VoxelMatchConfig
     from ..tuning import tune_job
-    from ..workflows import SegmentConfig, postprocess_job, segment_job, write_labels
+    from ..workflows import (
+        SegmentConfig,
+        postprocess_job,
+        record_segmentation_job,
+        segment_job,
+        write_labels,
+    )
 
     t0 = time.perf_counter()
     out = Path(args.out)
@@ -77,16 +83,21 @@ def run(args: argparse.Namespace) -> int:
         tuned = drain(fine_tune(encoder, em.raw, painted, cfg, out=out / f"{task}.safetensors",
                                 voxel_size=em.voxel_size, source="synthetic sample"), desc=f"fine-tune {task}",
                       show=not args.quiet)
+        started = time.time()
         seg = drain(segment_job(tuned.checkpoint, em.raw, SegmentConfig(), out=out / f"{task}.zarr",
-                                voxel_size=em.voxel_size), desc=f"segment {task}", show=not args.quiet)
-        results[f"{task} (default thresholds)"] = _scores(seg.labels, truth, task)
+                                voxel_size=em.voxel_size, postprocess=False, provenance=False),
+                    desc=f"predict {task}", show=not args.quiet)
+        default_labels = drain(postprocess_job(seg, SegmentConfig()), desc=f"segment {task}", show=not args.quiet)
+        results[f"{task} (default thresholds)"] = _scores(default_labels, truth, task)
         best = drain(tune_job(seg.predictions, seg.target, painted, offsets=seg.offsets, voxel_size=em.voxel_size),
                      desc=f"tune {task} thresholds on the painted slices", show=not args.quiet)
-        cfg = SegmentConfig().replace(**{"neurons" if task == "neurons" else "mitochondria": best.config})
+        cfg = SegmentConfig().replace(**{SegmentConfig.section_for(seg.target): best.config})
         seg.labels = drain(postprocess_job(seg, cfg), show=False)
-        write_labels(out / f"{task}.zarr" / "labels", seg.labels, em.voxel_size,
-                     {"target": seg.target, "postprocess": best.config.to_dict(),
-                      "tuning": {"metric": best.metric, "score": best.score, "painted_slices": zs}})
+        seg.paths["labels"] = write_labels(out / f"{task}.zarr" / "labels", seg.labels, em.voxel_size, {
+            "target": seg.target, "postprocess": best.config.to_dict(),
+            "tuning": {"metric": best.metric, "score": best.score, "painted_slices": zs}})
+        drain(record_segmentation_job(seg, tuned.checkpoint, em.raw, cfg, out / f"{task}.zarr",
+                                      command=["napari-emseg", "demo"], started=started), show=False)
         results[f"{task} (tuned on painted)"] = _scores(seg.labels, truth, task)
         write_overlay(out / f"{task}_overlay.png", em.raw, seg.labels, truth, zs)
     (out / "metrics.json").write_text(json.dumps(results, indent=2))
