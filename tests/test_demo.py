@@ -26,6 +26,10 @@ def test_demo_fine_tunes_segments_tunes_and_scores(tmp_path, capsys):
         section = "neurons" if task == "neurons" else "mitochondria"
         assert bundle["config"][section] == dict(labels.attrs)["postprocess"]
         assert bundle["results"]["n_objects"] == int(labels[:].max())
+        assert bundle["input"]["path"].endswith("sample.zarr:raw")
     assert 0.0 <= metrics["neurons (tuned on painted)"]["arand"] <= 1.0
     printed = capsys.readouterr().out
     assert "tuned on painted" in printed and "open in napari" in printed
+    # the recorded tuned settings make the same labels again
+    assert main(["-q", "rerun", str(out / "mitochondria.zarr")]) == 0
+    assert "labels identical:        yes" in capsys.readouterr().out

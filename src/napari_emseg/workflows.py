@@ -172,13 +172,15 @@ def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config
 
 
 def record_segmentation_job(seg: Segmentation, model: Any, image: Any, config: SegmentConfig,
-                            out: str | os.PathLike, *, command: Sequence[str] | None = None,
-                            started: float | None = None) -> Job[Segmentation]:
+                            out: str | os.PathLike, *, attrs: dict[str, Any] | None = None,
+                            command: Sequence[str] | None = None, started: float | None = None,
+                            ) -> Job[Segmentation]:
     """Write the provenance bundle of ``seg`` (written to ``out``) after its labels were made
     outside :func:`segment_job`, e.g. with settings tuned on painted slices: ``config`` must be
-    the one that made ``seg.labels``, so ``napari-emseg rerun`` makes the same labels."""
+    the one that made ``seg.labels``, so ``napari-emseg rerun`` makes the same labels.
+    ``attrs={"source": {"image": path}}`` names the input file of an in-memory ``image``."""
     net = load_segmentation_model(model)
-    return (yield from _with_provenance(seg, net, model, image, config, out, True, None, command,
+    return (yield from _with_provenance(seg, net, model, image, config, out, True, attrs, command,
                                         started or time.time()))
 
 

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             "target": seg.target, "postprocess": best.config.to_dict(),
             "tuning": {"metric": best.metric, "score": best.score, "painted_slices": zs}})
         drain(record_segmentation_job(seg, tuned.checkpoint, em.raw, cfg, out / f"{task}.zarr",
+                                      attrs={"source": {"image": f"{out / 'sample.zarr'}:raw"}},
                                       command=["napari-emseg", "demo"], started=started), show=False)
         results[f"{task} (tuned on painted)"] = _scores(seg.labels, truth, task)
         write_overlay(out / f"{task}_overlay.png", em.raw, seg.labels, truth, zs)
