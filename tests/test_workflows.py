@@ -54,7 +54,8 @@ def test_labels_tiff_records_how_they_were_made(tmp_path, top):
     path = write_labels(tmp_path / "l.tif", labels, (40.0, 8.0, 8.0), {"model": "m.safetensors", "target": "bcd"})
     with tifffile.TiffFile(path) as tif:
         text = tif.imagej_metadata["Info"] if tif.imagej_metadata else tif.pages[0].description
-        np.testing.assert_array_equal(tif.asarray(), labels)
+        np.testing.assert_array_equal(tif.asarray(), labels)  # 4 columns: still a (2, 4, 4) stack, not RGBA
+        assert len(tif.pages) == 2 and tif.pages[0].photometric == tifffile.PHOTOMETRIC.MINISBLACK
     assert json.loads(text)["napari_emseg"] == {"model": "m.safetensors", "target": "bcd"}
 
 

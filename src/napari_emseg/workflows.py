@@ -212,7 +212,7 @@ def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: d
         data = np.asarray(labels)
         imagej = data.max(initial=0) < 2**16  # ImageJ reads 16-bit labels, not 32-bit
         meta: dict[str, Any] = {"axes": "ZYX"}
-        kwargs: dict[str, Any] = {}
+        kwargs: dict[str, Any] = {"photometric": "minisblack"}  # never RGB(A), even with 3 or 4 columns
         if voxel_size:
             kwargs["resolution"] = (1e3 / voxel_size[2], 1e3 / voxel_size[1])
             meta.update(spacing=voxel_size[0] / 1e3, unit="um")
