@@ -101,6 +101,10 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
     assert picked.index not in (3, 8)
     tune.suggest.jump_to(picked)
     assert round(viewer.dims.point[0] / tiny_em.voxel_size[0]) == picked.index
+    from napari_emseg._qt.session import viewer_camera
+
+    centre = np.asarray(picked.center[1:]) * np.asarray(tiny_em.voxel_size[1:])
+    np.testing.assert_allclose(viewer_camera(viewer).center[-2:], centre)  # the region is in view
 
     written = seg.export(tmp_path / "out.tif")
     assert written.endswith("out.tif")

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._jobs import JobRunner
+from .session import viewer_camera
 
 SHOWN = ("label", "volume_um3", "surface_um2", "length_nm", "branch_points", "mean_intensity")
 
@@ -102,7 +103,7 @@ class MeasurePanel(QWidget):
         centroid = np.array([t["centroid_z"][row], t["centroid_y"][row], t["centroid_x"][row]], float)
         world = centroid * np.asarray(labels_layer.scale[-3:]) + np.asarray(labels_layer.translate[-3:])
         self.viewer.dims.set_point(self.viewer.dims.ndim - 3, world[0])
-        self.viewer.camera.center = tuple(world[-2:]) if self.viewer.dims.ndisplay == 2 else tuple(world)
+        viewer_camera(self.viewer).center = tuple(world[-2:]) if self.viewer.dims.ndisplay == 2 else tuple(world)
         labels_layer.selected_label = int(t["label"][row])
 
     def _save_dialog(self) -> None:

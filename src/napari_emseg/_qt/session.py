@@ -41,3 +41,9 @@ def session_for(viewer: Any) -> Session:
     if viewer not in _SESSIONS:
         _SESSIONS[viewer] = Session()
     return _SESSIONS[viewer]
+
+
+def viewer_camera(viewer: Any) -> Any:
+    """The viewer's camera: ``viewer.scene.camera`` since napari 0.9, ``viewer.camera`` before."""
+    camera = getattr(getattr(viewer, "scene", None), "camera", None)
+    return camera if camera is not None else viewer.camera

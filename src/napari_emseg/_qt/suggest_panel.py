@@ -10,6 +10,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from ._jobs import JobRunner
+from .session import viewer_camera
 
 
 class SuggestPanel(QWidget):
@@ -71,4 +72,4 @@ class SuggestPanel(QWidget):
         axis = suggestion.axis
         self.viewer.dims.set_point(self.viewer.dims.ndim - 3 + axis, float(world[axis]))
         if axis == 0 and self.viewer.dims.ndisplay == 2:
-            self.viewer.camera.center = tuple(world[1:])
+            viewer_camera(self.viewer).center = tuple(world[1:])
