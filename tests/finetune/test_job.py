@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_emseg.finetune.annotations import AnnotationError
+from napari_emseg.finetune.annotations import AnnotationError, find_annotations
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.models import ModelConfig, build_model, load_model
 from napari_emseg.models.heads import head_info
@@ -45,7 +45,7 @@ def test_mitochondria_loss_falls_and_checkpoint_rebuilds(tiny_em, tmp_path):
     assert model.info.target == "bcd" and model.info.channel_names == ("foreground", "contour", "distance")
     x = torch.zeros(1, 1, 4, 32, 32)
     torch.testing.assert_close(model(x), res.model(x))
-    assert res.best_metric is not None  # two painted slices: one held out and scored
+    assert res.best_metric is not None and res.best_metric > 0  # two painted slices: one held out and scored
     assert any("val_loss" in e.metrics for e in events)  # and the score is reported as progress
 
 
@@ -88,3 +88,20 @@ def test_bad_inputs_get_clear_errors(tiny_em):
         drain(fine_tune(tiny_model("bcd"), tiny_em.raw, painted(tiny_em)[:, :10], cfg), show=False)
     with pytest.raises(AnnotationError, match="predicts"):
         drain(fine_tune(tiny_model("boundaries"), tiny_em.raw, painted(tiny_em), cfg), show=False)
+
+
+@pytest.mark.parametrize("held", range(4, 12))
+def test_every_validation_patch_holds_the_held_out_slice(tiny_em, held):
+    """Wherever the held-out slice falls relative to the patch grid, it is scored (a patch that
+    misses it would score 0 and freeze 'the best model' at the first validation)."""
+    from napari_emseg.finetune.job import MaskedObjective, _split_holdout, _validator
+
+    patch = (4, 32, 32)
+    labels = painted(tiny_em, z=(1, held))
+    ann = find_annotations(labels, tiny_em.raw.shape, context=tuple(p // 2 for p in patch))
+    img = tiny_em.raw[ann.box].astype(np.float32) / 255.0
+    train_ann, val_ann = _split_holdout(ann, FineTuneConfig())
+    assert val_ann.slices == (held,)
+    model = tiny_model("bcd")
+    validate = _validator(img, val_ann, "bcd", patch, model, {})
+    assert validate is not None and validate(MaskedObjective(model, "bcd"), 0)["val_loss"] > 0

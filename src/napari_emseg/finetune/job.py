@@ -195,10 +195,12 @@ def fine_tune(
     train_ann, val_ann = _split_holdout(ann, cfg)
     target_kwargs = _target_kwargs(kind, model)
     permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and _isotropic(voxel_size) and len(set(patch)) == 1)
+    validate = _validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
+    if validate is None:  # nothing to score: every painted slice trains
+        train_ann, val_ann = ann, None
     data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=cfg.batch_size, seed=cfg.seed,
                             augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
                             permute_planes=permute, target_kwargs=target_kwargs)
-    validate = _validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
     objective = MaskedObjective(model, kind)
     groups = freeze_and_group(model, cfg, pretrained)
     tcfg = TrainConfig(
@@ -317,17 +319,26 @@ def _split_holdout(ann, cfg: FineTuneConfig):
 
 
 def _validator(img, val_ann, kind, patch, model, target_kwargs):
-    """Masked loss on fixed patches tiling the held-out slice."""
+    """Masked loss on fixed patches tiling the held-out slice (``None`` when none has a target).
+
+    Patch centres snap to a grid in the slice's plane and stay on the slice itself along the
+    painted axis, so every patch scores the held-out labels.
+    """
     val = AnnotatedPatches(img, val_ann, kind, patch, batch_size=1, augmentation=None,
                            spatial_dims=model.info.spatial_dims, target_kwargs=target_kwargs)
     centres = val.centres
     grid = [np.unique(np.clip(np.arange(p // 2, s, p), 0, s - 1)) for p, s in zip(patch, img.shape)]
     chosen = []
     for c in centres[np.linspace(0, len(centres) - 1, min(len(centres), 64)).astype(int)]:
-        snapped = tuple(int(g[np.argmin(np.abs(g - v))]) for g, v in zip(grid, c))
+        snapped = tuple(int(v) if ax == val_ann.axis else int(g[np.argmin(np.abs(g - v))])
+                        for ax, (g, v) in enumerate(zip(grid, c)))
         if snapped not in chosen:
             chosen.append(snapped)
-    samples = [val.sample(np.random.default_rng(0), centre=np.array(c)) for c in chosen[:8]]
+    samples = [val.sample(np.random.default_rng(0), centre=np.array(c)) for c in chosen]
+    samples = [s for s in samples if s["mask"].any()][:8]  # a loss over no voxel would be 0
+    if not samples:
+        logger.warning("the held-out slice gives no patch with targets; training without early stopping")
+        return None
 
     def validate(objective: nn.Module, step: int) -> dict[str, float]:
         device = next(objective.parameters()).device
