@@ -94,15 +94,16 @@ def test_bad_inputs_get_clear_errors(tiny_em):
 def test_every_validation_patch_holds_the_held_out_slice(tiny_em, held):
     """Wherever the held-out slice falls relative to the patch grid, it is scored (a patch that
     misses it would score 0 and freeze 'the best model' at the first validation)."""
-    from napari_emseg.finetune.job import MaskedObjective, _split_holdout, _validator
+    from napari_emseg.finetune.holdout import holdout_validator, split_holdout
+    from napari_emseg.finetune.job import MaskedObjective
 
     patch = (4, 32, 32)
     labels = painted(tiny_em, z=(1, held))
     ann = find_annotations(labels, tiny_em.raw.shape, context=tuple(p // 2 for p in patch))
     img = tiny_em.raw[ann.box].astype(np.float32) / 255.0
-    train_ann, val_ann = _split_holdout(ann, FineTuneConfig())
+    train_ann, val_ann = split_holdout(ann)
     assert val_ann.slices == (held,)
     model = tiny_model("bcd")
-    validate = _validator(img, val_ann, "bcd", patch, model, {})
+    validate = holdout_validator(img, val_ann, "bcd", patch, model, {})
     with torch.no_grad():  # as the trainer calls it
         assert validate is not None and validate(MaskedObjective(model, "bcd").eval(), 0)["val_loss"] > 0

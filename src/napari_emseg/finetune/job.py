@@ -29,6 +29,7 @@ from ..progress import Job, Progress
 from ..resample import VoxelMatchConfig
 from .annotations import AnnotationError, Mode, find_annotations
 from .dataset import AnnotatedPatches
+from .holdout import holdout_validator, split_holdout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 
@@ -192,10 +193,10 @@ def fine_tune(
     if plan.resample:
         crop, ann = _resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
     img = normalize(crop, lo, hi, model.info.norm.invert)
-    train_ann, val_ann = _split_holdout(ann, cfg)
+    train_ann, val_ann = split_holdout(ann, cfg.holdout)
     target_kwargs = _target_kwargs(kind, model)
     permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and _isotropic(voxel_size) and len(set(patch)) == 1)
-    validate = _validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
+    validate = holdout_validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
     data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -298,58 +299,6 @@ def _resample_crop(crop: np.ndarray, ann, plan, antialias: bool):
 
 def _isotropic(voxel_size) -> bool:
     return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
-
-
-def _split_holdout(ann, cfg: FineTuneConfig):
-    """Hold out the last painted slice for validation when there are two or more."""
-    from dataclasses import replace
-
-    if not cfg.holdout or ann.axis is None or len(ann.slices) < 2:
-        return ann, None
-    held = ann.slices[-1]
-    local = held - ann.box[ann.axis].start
-    index: list[Any] = [slice(None)] * 3
-    index[ann.axis] = local
-    train_mask = ann.mask.copy()
-    train_mask[tuple(index)] = False
-    val_mask = np.zeros_like(ann.mask)
-    val_mask[tuple(index)] = ann.mask[tuple(index)]
-    return (replace(ann, mask=train_mask, slices=ann.slices[:-1]),
-            replace(ann, mask=val_mask, slices=(held,)))
-
-
-def _validator(img, val_ann, kind, patch, model, target_kwargs):
-    """Masked loss on fixed patches tiling the held-out slice (``None`` when none has a target).
-
-    Patch centres snap to a grid in the slice's plane and stay on the slice itself along the
-    painted axis, so every patch scores the held-out labels.
-    """
-    val = AnnotatedPatches(img, val_ann, kind, patch, batch_size=1, augmentation=None,
-                           spatial_dims=model.info.spatial_dims, target_kwargs=target_kwargs)
-    centres = val.centres
-    grid = [np.unique(np.clip(np.arange(p // 2, s, p), 0, s - 1)) for p, s in zip(patch, img.shape)]
-    chosen = []
-    for c in centres[np.linspace(0, len(centres) - 1, min(len(centres), 64)).astype(int)]:
-        snapped = tuple(int(v) if ax == val_ann.axis else int(g[np.argmin(np.abs(g - v))])
-                        for ax, (g, v) in enumerate(zip(grid, c)))
-        if snapped not in chosen:
-            chosen.append(snapped)
-    samples = [val.sample(np.random.default_rng(0), centre=np.array(c)) for c in chosen]
-    samples = [s for s in samples if s["mask"].any()][:8]  # a loss over no voxel would be 0
-    if not samples:
-        logger.warning("the held-out slice gives no patch with targets; training without early stopping")
-        return None
-
-    def validate(objective: nn.Module, step: int) -> dict[str, float]:
-        device = next(objective.parameters()).device
-        losses = []
-        for s in samples:
-            batch = {k: torch.from_numpy(v[None]).to(device) for k, v in s.items()}
-            loss, _ = objective(batch)
-            losses.append(float(loss))
-        return {"val_loss": float(np.mean(losses))}
-
-    return validate
 
 
 def _with_previews(job, model: nn.Module, image, lo: float, hi: float, cfg: FineTuneConfig):
