@@ -77,6 +77,10 @@ class FineTuneConfig(Config):
         When the encoder (or checkpoint) records a voxel size that differs from the image's
         beyond ``tolerance``, the painted crop is resampled to it (image linear, labels nearest;
         never along the axis of painted slices); see ``docs/voxel-size.md``.
+    calibrate
+        After training, tune the post-processing thresholds on the painted slices (guarded
+        against overfitting them) and store them in the checkpoint, where ``segment`` finds
+        them (:mod:`.calibrate`; skipped when training was cancelled).
     """
 
     task: Task = "mitochondria"
@@ -104,6 +108,7 @@ class FineTuneConfig(Config):
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     voxel_match: VoxelMatchConfig = VoxelMatchConfig()
+    calibrate: bool = True
 
 
 @dataclass
@@ -236,6 +241,13 @@ def fine_tune(
         "voxel_size": list(voxel_size) if voxel_size is not None else None,
         "voxel_size_match": plan.to_dict(),
     }
+    if cfg.calibrate and result.stopped != "cancelled":  # thresholds tuned on the painted slices (.calibrate)
+        from .calibrate import calibrate_job
+
+        card["postprocess"] = (yield from calibrate_job(
+            model, image, labels, mode=cfg.mode, background_label=cfg.background_label, axis=cfg.axis,
+            intensity=(lo, hi), voxel_size=plan.image_voxel_size, voxel_match=cfg.voxel_match, device=cfg.device,
+        )).to_card()
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
     path = save_checkpoint(target_path, model, job=cfg, card=card)
     yield Progress(result.step, cfg.steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
