@@ -105,3 +105,59 @@ def test_in_memory_segmentation_exports_with_its_provenance(tiny_em, tiny_bcd, t
     assert bundle["model"]["weights_sha256"] == seg.provenance["model"]["weights_sha256"]
     assert json.loads((tmp_path / "edited.zarr.provenance.json").read_text()) == bundle
     assert seg.provenance["config"]["mitochondria"]["min_size"] == 0  # the job's own record is unchanged
+
+
+# -- post-processing calibrated at fine-tuning, stored in the checkpoint ----------------------------
+EVERYTHING = MitoConfig(min_size=0, seed_foreground=0.0, seed_contour=1.0, seed_distance=0.0, foreground_threshold=0.0)
+
+
+@pytest.fixture
+def calibrated_bcd(tmp_path):
+    """A checkpoint whose card holds post-processing calibrated on painted slices (as fine_tune writes)."""
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    card = {"postprocess": {"target": "bcd", "config": EVERYTHING.to_dict(), "source": "calibrated on painted slices",
+                            "choice": "calibrated (the defaults find no objects)", "metric": "ap", "score": 0.3,
+                            "default_score": 0.0, "objects": 12, "default_objects": 0, "slices": [3, 8], "axis": 0}}
+    return save_checkpoint(tmp_path / "calibrated.safetensors", model, card=card)
+
+
+def test_segment_uses_the_calibration_unless_the_user_gives_settings(tiny_em, calibrated_bcd, tmp_path):
+    import zarr
+
+    from napari_emseg.provenance import read_bundle
+
+    seg = drain(segment_job(calibrated_bcd, tiny_em.raw, SegmentConfig(), out=tmp_path / "s.zarr",
+                            voxel_size=tiny_em.voxel_size), show=False)
+    assert seg.postprocess_source["source"] == "calibrated on painted slices" and seg.labels.max() > 0
+    attrs = dict(zarr.open_array(seg.paths["labels"], mode="r").attrs)
+    assert attrs["postprocess"] == EVERYTHING.to_dict() and attrs["postprocess_source"] == seg.postprocess_source
+    bundle = read_bundle(tmp_path / "s.zarr")
+    assert bundle["config"]["mitochondria"] == EVERYTHING.to_dict()  # rerun makes the same labels
+    assert bundle["postprocess_source"]["source"] == "calibrated on painted slices"
+    # settings the user gave win; the defaults alone are "none given"
+    mine = EVERYTHING.replace(min_size=10**9)
+    seg = drain(segment_job(calibrated_bcd, tiny_em.raw, SegmentConfig(mitochondria=mine)), show=False)
+    assert seg.postprocess_source == {"source": "user"} and seg.labels.max() == 0
+    seg = drain(segment_job(calibrated_bcd, tiny_em.raw, SegmentConfig(), calibrated=False), show=False)
+    assert seg.postprocess_source["source"].startswith("defaults")
+
+
+def test_cli_segment_uses_the_calibration_and_post_overrides_win(tiny_em, calibrated_bcd, tmp_path, capsys):
+    import zarr
+
+    write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
+    base = ["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(calibrated_bcd)]
+    assert main([*base, "--out", str(tmp_path / "a.zarr")]) == 0
+    assert "post-processing: calibrated on painted slices" in capsys.readouterr().out
+    attrs = dict(zarr.open_array(str(tmp_path / "a.zarr" / "labels"), mode="r").attrs)
+    assert attrs["postprocess"] == EVERYTHING.to_dict()
+    assert attrs["postprocess_source"]["source"] == "calibrated on painted slices"
+    assert main([*base, "--out", str(tmp_path / "b.zarr"), "--post", "min_size=5"]) == 0
+    attrs = dict(zarr.open_array(str(tmp_path / "b.zarr" / "labels"), mode="r").attrs)
+    assert attrs["postprocess"] == EVERYTHING.replace(min_size=5).to_dict()  # the user's field, the rest calibrated
+    assert attrs["postprocess_source"] == {"source": "user", "base": "calibrated on painted slices",
+                                           "overrides": ["min_size=5"]}
+    assert main([*base, "--out", str(tmp_path / "c.zarr"), "--no-calibration"]) == 0
+    attrs = dict(zarr.open_array(str(tmp_path / "c.zarr" / "labels"), mode="r").attrs)
+    assert attrs["postprocess"] == MitoConfig().to_dict()

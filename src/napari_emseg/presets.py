@@ -43,16 +43,18 @@ PRESETS: dict[str, Preset] = {
 
 
 def preset_config(name: str) -> SegmentConfig:
-    """The preset's settings, with the post-processing tuned when its model was trained (card)."""
+    """The preset's settings, with the post-processing tuned when its model was trained (card:
+    calibrated on painted slices, or an older flat record; :func:`napari_emseg.calibration.stored_postprocess`)."""
+    from .calibration import stored_postprocess
     from .models.checkpoint import load_checkpoint
 
     preset = PRESETS[name]
     cfg = preset.config
-    tuned = dict(load_checkpoint(preset_model_path(name), tensors=False).card.get("postprocess") or {})
-    tuned.pop("target", None)
-    if tuned:
+    ckpt = load_checkpoint(preset_model_path(name), tensors=False)
+    stored = stored_postprocess(ckpt.card, ckpt.info.target)
+    if stored is not None:
         key = "neurons" if preset.task == "neurons" else "mitochondria"
-        cfg = cfg.replace(**{key: getattr(cfg, key).from_dict(tuned, strict=False)})
+        cfg = cfg.replace(**{key: stored[0]})
     return cfg
 
 

@@ -189,6 +189,7 @@ def record_job(
     device: Any = None,
     started: float | None = None,
     command: Sequence[str] | None = None,
+    postprocess_source: Mapping[str, Any] | None = None,
 ) -> Job[dict[str, Any]]:
     """Hash the input (and labels), assemble the bundle and write it beside ``out`` (a job).
 
@@ -213,6 +214,9 @@ def record_job(
     device, started, command
         Compute device; ``time.time()`` at the start of the job; the command line (``None``
         from the widget).
+    postprocess_source
+        Which post-processing settings made the labels: the user's, the model's calibration or
+        the defaults (:func:`napari_emseg.calibration.resolve_postprocess`); recorded as given.
     """
     import time
 
@@ -262,6 +266,8 @@ def record_job(
             "labels_checksum": labels_sum,
         },
     }
+    if postprocess_source:
+        bundle["postprocess_source"] = dict(postprocess_source)
     if out is not None:
         write_bundle(out, bundle)
     return bundle

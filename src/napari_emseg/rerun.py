@@ -92,7 +92,8 @@ def rerun_job(
     config = SegmentConfig.from_dict(bundle["config"], strict=False)
     config = config.replace(inference=config.inference.replace(resume=False, **({"device": device} if device else {})))
     target = Path(out) if out is not None else default_rerun_path(src)
-    seg = yield from segment_job(ckpt, volume, config, out=target, voxel_size=tuple(vs) if vs else None,
+    seg = yield from segment_job(ckpt, volume, config, out=target, calibrated=False,  # the recorded settings
+                                 voxel_size=tuple(vs) if vs else None,
                                  postprocess=bool(bundle.get("postprocess", True)), command=command,
                                  attrs={"source": {"image": str(path), "model": str(ckpt)}, "rerun_of": str(src)})
     new = seg.provenance or {}

@@ -70,6 +70,7 @@ class Segmentation:
     voxel_size: tuple[float, float, float] | None
     paths: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None  # the bundle written beside ``out`` (see provenance.py)
+    postprocess_source: dict[str, Any] | None = None  # which settings made the labels (see calibration.py)
 
 
 def load_segmentation_model(model: Any) -> Any:
@@ -90,6 +91,7 @@ def segment_job(
     voxel_size: tuple[float, float, float] | None = None,
     postprocess: bool = True,
     attrs: dict[str, Any] | None = None,
+    calibrated: bool = True,
     provenance: bool | None = None,
     command: Sequence[str] | None = None,
 ) -> Job[Segmentation]:
@@ -110,6 +112,12 @@ def segment_job(
         ``(z, y, x)`` nm of ``image`` (taken from a ``Volume`` when not given).
     postprocess
         ``False`` stops after prediction.
+    calibrated
+        When the post-processing section of ``config`` for the model's target is the defaults
+        (the user gave none), use the settings calibrated on the painted slices when the model
+        was fine-tuned (stored in its card; :mod:`napari_emseg.calibration`). Settings that
+        differ from the defaults always win; ``False`` uses ``config`` exactly as given.
+        ``Segmentation.postprocess_source`` and the provenance record which was used.
     attrs
         Extra attributes written with both arrays; ``{"source": {"image": path, "channel": c}}``
         names the input file when ``image`` is not a :class:`~napari_emseg.io.Volume`.
@@ -142,12 +150,17 @@ def segment_job(
         seg.paths[PREDICTIONS] = pred_out
     if not postprocess:
         return (yield from _with_provenance(seg, net, model, image, config, out, provenance, attrs, command, started))
-    pcfg = config.postprocess_for(info.target)
+    from .calibration import resolve_postprocess
+
+    pcfg, seg.postprocess_source = resolve_postprocess(getattr(net, "card", None), info.target,
+                                                       config.postprocess_for(info.target), use_calibration=calibrated)
+    config = config.replace(**{SegmentConfig.section_for(info.target): pcfg})  # recorded as used
     seg.labels = yield from extract_instances_job(predictions, info.target, pcfg, offsets=info.offsets,
                                                   voxel_size=voxel_size)
     if out is not None:
         seg.paths[LABELS] = write_labels(Path(out) / LABELS, seg.labels, voxel_size,
-                                         {**(attrs or {}), "target": info.target, "postprocess": pcfg.to_dict()})
+                                         {**(attrs or {}), "target": info.target, "postprocess": pcfg.to_dict(),
+                                          "postprocess_source": seg.postprocess_source})
     return (yield from _with_provenance(seg, net, model, image, config, out, provenance, attrs, command, started))
 
 
@@ -167,7 +180,8 @@ def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config
         model_path=model if isinstance(model, (str, os.PathLike)) else None,
         input_path=source.get("image"), channel=source.get("channel"),
         voxel_plan=plan_voxel_match(net.info.voxel_size, seg.voxel_size, config.voxel_match),
-        device=select_device(config.inference.device), started=started, command=command)
+        device=select_device(config.inference.device), started=started, command=command,
+        postprocess_source=seg.postprocess_source if seg.labels is not None else None)
     return seg
 
 

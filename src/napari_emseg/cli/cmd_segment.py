@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--post", dest="post_overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="post-processing setting, e.g. --post threshold=0.4 (neurons) or "
                         "--post seed_foreground=0.8 (mitochondria); repeatable")
+    p.add_argument("--no-calibration", dest="calibration", action="store_false",
+                   help="ignore the post-processing calibrated on the painted slices when the model was "
+                        "fine-tuned (stored in the checkpoint): start from the defaults")
     p.add_argument("--labels-format", choices=["zarr", "tif"], default="zarr",
                    help="labels go to OUT/labels (zarr) or OUT/labels.tif")
     p.add_argument("--tune", default=None, metavar="LABELS",
@@ -141,19 +144,25 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
     if task != "auto" and target not in expected[task]:
         raise EmsegError(f"--task {task}: the model predicts {target!r}, which is not a {task} target; "
                          f"use a {task} model or --task auto")
-    cfg = post_base(args, target).override(getattr(args, "post_overrides", []))
+    cfg, source = post_start(args, target)
     offsets = pred.attrs.get("offsets") or None
     voxel_size = pred.attrs.get("resolution")
 
     def job():
-        final, tuned = cfg, {}
+        final, tuned, used = cfg, {}, source
         if getattr(args, "tune", None):
             final, tuned = yield from _tune(pred, target, cfg, offsets, voxel_size, args)
+            used = {"source": "tuned on painted labels (--tune)", "labels": str(args.tune), "base": source["source"]}
+        else:
+            from ..calibration import describe_source
+
+            print(describe_source(used))
         labels = yield from extract_instances_job(pred, target, final, offsets=offsets, voxel_size=voxel_size)
         name = "labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels"
         path = write_labels(Path(args.out) / name, labels, voxel_size,
-                            {"target": target, "postprocess": final.to_dict(), "n_objects": int(labels.max()), **tuned})
-        yield from record(args, pred, final, labels, path, started)
+                            {"target": target, "postprocess": final.to_dict(), "n_objects": int(labels.max()),
+                             "postprocess_source": used, **tuned})
+        yield from record(args, pred, final, labels, path, started, source=used)
         return path
 
     return job()
@@ -178,14 +187,27 @@ def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args
 
 
 def post_base(args: argparse.Namespace, target: str) -> Any:
-    """The post-processing config ``--post`` changes: the preset's (tuned) one, or the defaults."""
-    from ..postprocess import default_config
+    """The post-processing config ``--post`` changes: the preset's (tuned) one, the one calibrated
+    on the painted slices when the model was fine-tuned (unless ``--no-calibration``), or the defaults."""
+    return post_start(args, target, overrides=False)[0]
 
+
+def post_start(args: argparse.Namespace, target: str, *, overrides: bool = True) -> tuple[Any, dict[str, Any]]:
+    """The post-processing config to use (``--post`` applied unless ``overrides=False``) and a
+    record of where it came from (:func:`napari_emseg.calibration.resolve_postprocess`)."""
+    from ..calibration import resolve_postprocess
+    from ..models.checkpoint import load_checkpoint
+
+    post = list(getattr(args, "post_overrides", []) or []) if overrides else []
     if getattr(args, "preset", None):
         from ..presets import preset_config
 
-        return preset_config(args.preset).postprocess_for(target)
-    return default_config(target)
+        cfg = preset_config(args.preset).postprocess_for(target)
+        return resolve_postprocess(None, target, cfg, overrides=post) if post else (
+            cfg, {"source": f"preset {args.preset} (tuned when its model was trained)"})
+    card = load_checkpoint(args.model, tensors=False).card if getattr(args, "model", None) else None
+    return resolve_postprocess(card, target, None, overrides=post,
+                               use_calibration=getattr(args, "calibration", True))
 
 
 def resolve_model(args: argparse.Namespace) -> None:
@@ -222,7 +244,7 @@ def segment(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_path: str | None,
-           started: float | None) -> Any:
+           started: float | None, source: dict[str, Any] | None = None) -> Any:
     """Write the provenance bundle of this run (``OUT/provenance.json``, zarr attributes); a job."""
     import dataclasses
     import sys
@@ -247,7 +269,8 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
         args.out, model=model, config=config, image=image, voxel_size=vs, outputs=outputs, labels=labels,
         postprocess=labels_path is not None, model_path=args.model, input_path=str(args.image), channel=args.channel,
         voxel_plan=plan_voxel_match(model.info.voxel_size, vs, config.voxel_match),
-        device=select_device(config.inference.device), started=started, command=list(sys.argv)))
+        device=select_device(config.inference.device), started=started, command=list(sys.argv),
+        postprocess_source=source))
 
 
 def run(args: argparse.Namespace) -> int:
