@@ -51,7 +51,7 @@ class EncoderWidget(QWidget):
         from ..models.registry import list_encoders
 
         self.list.clear()
-        self._entries = {e.name: e for e in list_encoders()}
+        self._entries = {AUTO_NAME: AUTO_ABOUT, **{e.name: e for e in list_encoders()}}
         if extra is not None:
             self._entries[str(extra)] = extra
         for name, entry in self._entries.items():
@@ -113,8 +113,16 @@ class EncoderWidget(QWidget):
         self.device_label.setText(f"{text} | torch {info['torch']}")
 
 
+AUTO_NAME = "auto"
+AUTO_ABOUT = ("Chosen from the data when fine-tuning starts: a 2D residual U-Net for separate images and serial "
+              "sections, the 3D MS-Con residual U-Net for near-isotropic volumes (the choice and its reason go "
+              "into the model card).")
+
+
 def card_html(entry: Any) -> str:
-    """An encoder's model card as HTML (catalogue entry or a checkpoint path)."""
+    """An encoder's model card as HTML (catalogue entry, a checkpoint path, or the text of ``auto``)."""
+    if isinstance(entry, str):
+        return f"<p>{html.escape(entry)}</p>"
     if isinstance(entry, Path):
         from ..models.checkpoint import load_checkpoint
 

@@ -21,7 +21,7 @@ class Session:
     model_changed = Signal(object)
 
     def __init__(self) -> None:
-        self.encoder: str = "scratch-resunet"
+        self.encoder: str = "auto"
         self.model_path: Path | None = None
 
     def set_encoder(self, name: str) -> None:

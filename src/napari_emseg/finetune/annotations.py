@@ -3,8 +3,11 @@
 Two ways to paint a napari Labels layer (0 = unlabelled):
 
 * **dense slices** (``mode="dense"``): every slice that holds any label is fully annotated,
-  so 0 inside it means background. The painted axis is the one with the fewest labelled
-  slices (painting z-slices 5 and 40 labels 2 of the z-planes but every y-row), unless given.
+  so 0 inside it means background. The painted axis is detected (:func:`dense_axis`) unless
+  given: painting z-slices 5 and 40 labels 2 of the z-planes but every y-row, so the axis with
+  the fewest labelled slices is the painted one; a stack whose every z-slice holds labels (three
+  fully painted micrographs, or a densely painted volume) is a stack of painted z-slices.
+  To paint only a region of a slice, use scribbles: fill the region, background included.
 * **scribbles** (``mode="scribbles"``): 0 is unknown everywhere; ``background_label`` marks
   background (for neurons: membranes), every other value marks an object or class.
 
@@ -41,7 +44,8 @@ class Annotations:
     box
         ``(z, y, x)`` slices of the crop in the full volume.
     axis
-        The painted axis (0 = z, 1 = y, 2 = x), or ``None`` for 3D or scribble annotations.
+        The painted axis (0 = z, 1 = y, 2 = x; a densely painted volume is a stack of painted
+        z-slices), or ``None`` for scribble annotations.
     slices
         Indices (in the full volume, along ``axis``) of the painted slices.
     mode, background_label
@@ -119,22 +123,12 @@ def find_annotations(
     slices: tuple[int, ...] = ()
     if mode == "dense":
         counts = [np.flatnonzero((lab != 0).any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-        if axis is None:
-            # the axis along which the fewest slices hold labels is the one the user painted
-            painted_axis = int(np.argmin([len(c) if len(c) < lab.shape[i] else np.inf
-                                          for i, c in enumerate(counts)]))
-            if all(len(c) == lab.shape[i] for i, c in enumerate(counts)):
-                painted_axis = None  # labels in every slice along every axis: a 3D annotation
-        else:
-            painted_axis = int(axis)
-        if painted_axis is None:
-            mask = np.ones(lab.shape, bool)
-        else:
-            slices = tuple(int(i) for i in counts[painted_axis])
-            mask = np.zeros(lab.shape, bool)
-            index: list[Any] = [slice(None)] * 3
-            index[painted_axis] = list(slices)
-            mask[tuple(index)] = True
+        painted_axis = int(axis) if axis is not None else dense_axis([len(c) for c in counts], lab.shape)
+        slices = tuple(int(i) for i in counts[painted_axis])
+        mask = np.zeros(lab.shape, bool)
+        index: list[Any] = [slice(None)] * 3
+        index[painted_axis] = list(slices)
+        mask[tuple(index)] = True
     else:
         mask = lab != 0
         if not (lab == background_label).any():
@@ -158,6 +152,20 @@ def find_annotations(
         mode=mode,
         background_label=int(background_label),
     )
+
+
+def dense_axis(counts: list[int] | tuple[int, ...], shape: tuple[int, ...]) -> int:
+    """The painted axis of dense labels from the number of labelled slices along each axis.
+
+    napari paints in the z view, so z is the painted axis unless another axis has at most half
+    as large a fraction of labelled slices as z and at most half of its own slices labelled
+    (slices painted along x or y after rolling the axes). Most or all z-slices labelled is no
+    exception: 2 of 3 micrographs, every image of a stack, every section of a volume; a sparse
+    object class leaves some x- or y-rows empty, which says nothing about how it was painted.
+    """
+    fractions = [c / n for c, n in zip(counts, shape)]
+    other = 1 + int(np.argmin(fractions[1:]))
+    return other if fractions[other] <= 0.5 and fractions[other] < 0.5 * fractions[0] else 0
 
 
 def _bounding_box(mask: np.ndarray, context: tuple[int, int, int], shape: tuple[int, ...]) -> tuple[slice, slice, slice]:

@@ -49,7 +49,8 @@ def holdout_validator(img: np.ndarray, val_ann: Any, kind: str, patch: Any, mode
     val = AnnotatedPatches(img, val_ann, kind, patch, batch_size=1, augmentation=None,
                            spatial_dims=model.info.spatial_dims, target_kwargs=target_kwargs)
     centres = val.centres
-    grid = [np.unique(np.clip(np.arange(p // 2, s, p), 0, s - 1)) for p, s in zip(patch, img.shape)]
+    grid = [np.unique(np.clip(np.arange(p // 2, s, p), 0, s - 1)) if p // 2 < s else np.array([s // 2])
+            for p, s in zip(patch, img.shape)]
     chosen = []
     for c in centres[np.linspace(0, len(centres) - 1, min(len(centres), 64)).astype(int)]:
         snapped = tuple(int(v) if ax == val_ann.axis else int(g[np.argmin(np.abs(g - v))])

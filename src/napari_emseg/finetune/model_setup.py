@@ -12,13 +12,17 @@ from .annotations import AnnotationError, Annotations
 
 logger = logging.getLogger(__name__)
 
+#: the inference tile recorded for a 2D network trained without an explicit patch
+TILE_2D = (1, 512, 512)
+
 
 def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
-                  voxel_size: tuple[float, float, float] | None) -> tuple[nn.Module, dict | None]:
+                  voxel_size: tuple[float, float, float] | None, dims: int | None = None) -> tuple[nn.Module, dict | None]:
     """Build the segmentation network for ``kind`` on ``encoder``.
 
     ``encoder`` is a built model (used as it is), a fine-tuned checkpoint of the same target
     (training continues), or an encoder name/path (a fresh head on the transplanted encoder).
+    ``dims`` (2 or 3) is the network the data asks for (a residual U-Net encoder follows it).
     Returns the model and a summary of the transplant (``None`` when nothing was pretrained).
     """
     from ..models.checkpoint import load_checkpoint, load_model
@@ -39,9 +43,9 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
                 raise AnnotationError(f"the checkpoint has {ckpt.info.out_channels} classes, the labels need {n_classes}")
             logger.info("continuing to train %s", src)
             return load_model(src).train(), {"continued": str(src)}
-    tile = ann_tile(cfg)
+    tile = ann_tile(cfg) or (TILE_2D if dims == 2 else None)
     info = head_info(kind, task=cfg.task, n_classes=n_classes, voxel_size=voxel_size, **({"tile": tile} if tile else {}))
-    model, report = model_for_encoder(encoder, info)
+    model, report = model_for_encoder(encoder, info, dims=dims)
     model.train()
     if report is None:
         logger.info("training from scratch (%s)", encoder)

@@ -17,7 +17,7 @@ from torch import nn
 from ..config import Config, ConfigError
 from .heads import head_info
 from .info import ModelInfo
-from .resunet import ResUNet3D
+from .resunet import ResUNet2D, ResUNet3D
 from .transunet import TransUNet2D
 from .unetr import UNETR
 from .vit3d import VIT_SIZES, ViT3D
@@ -27,8 +27,8 @@ __all__ = ["ModelConfig", "build_model", "default_info", "segmentation_config", 
 
 logger = logging.getLogger(__name__)
 
-Arch = Literal["unetr", "resunet", "transunet2d", "vit3d"]
-ARCHS: tuple[str, ...] = ("unetr", "resunet", "transunet2d", "vit3d")
+Arch = Literal["unetr", "resunet", "resunet2d", "transunet2d", "vit3d"]
+ARCHS: tuple[str, ...] = ("unetr", "resunet", "resunet2d", "transunet2d", "vit3d")
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class ModelConfig(Config):
     ----------
     arch
         ``"unetr"`` (ViT-3D encoder + UNETR decoder), ``"resunet"`` (residual 3D U-Net),
+        ``"resunet2d"`` (the residual U-Net in 2D, slice-wise: unrelated images, serial sections),
         ``"transunet2d"`` (RETINA's hybrid, slice-wise) or ``"vit3d"`` (a bare encoder, as
         pretrained by MAE-3D).
     in_channels, out_channels
@@ -90,6 +91,9 @@ def _construct(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "resunet":
         return ResUNet3D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.anisotropic_levels, cfg.use_skips,
                          cfg.subunits, cfg.norm, cfg.dropout)
+    if cfg.arch == "resunet2d":
+        return ResUNet2D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.use_skips, cfg.subunits, cfg.norm,
+                         cfg.dropout)
     if cfg.arch == "transunet2d":
         return TransUNet2D(cfg.in_channels, cfg.out_channels, cfg.widths, norm=cfg.norm, subunits=cfg.subunits,
                            **vit)

@@ -41,7 +41,7 @@ from .info import ModelInfo
 
 __all__ = [
     "EncoderEntry", "list_encoders", "get_encoder", "fetch_encoder", "resolve_encoder", "model_for_encoder",
-    "cache_dir", "bundled_dir", "local_dir", "SCRATCH",
+    "cache_dir", "bundled_dir", "local_dir", "SCRATCH", "default_encoder", "AUTO",
 ]
 
 logger = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ SCRATCH: dict[str, tuple[ModelConfig, str, str]] = {
         for size in ("micro", "tiny", "small", "base")
     },
     "scratch-resunet": (ModelConfig(arch="resunet"), "ResUNet-3D", "randomly initialised residual 3D U-Net"),
+    "scratch-resunet2d": (ModelConfig(arch="resunet2d"), "ResUNet-2D",
+                          "randomly initialised residual 2D U-Net, slice-wise (separate images, serial sections)"),
     "scratch-transunet2d": (ModelConfig(arch="transunet2d"), "TransUNet-2D",
                             "randomly initialised 2D TransUNet (tiny transformer), slice-wise"),
 }
@@ -217,17 +219,49 @@ def resolve_encoder(name_or_path: str | os.PathLike) -> Path | ModelConfig:
         ) from None
 
 
+#: the encoder name that means "the best one for the data" (:func:`default_encoder`)
+AUTO = "auto"
+
+#: preferred encoders per network dimensionality, best first (the first one present is used)
+PREFERRED: dict[int, tuple[str, ...]] = {
+    2: ("scratch-resunet2d",),
+    3: ("mscon-resunet-small-drosophila-vnc", "scratch-resunet"),
+}
+
+
+def default_encoder(dims: int) -> str:
+    """The encoder ``"auto"`` stands for with a ``dims``-D network: the first of
+    :data:`PREFERRED` that the catalogue holds."""
+    names = {e.name for e in list_encoders()}
+    for name in PREFERRED[int(dims)]:
+        if name in names:
+            return name
+    return PREFERRED[int(dims)][-1]
+
+
 def model_for_encoder(name_or_path: str | os.PathLike, info: ModelInfo, *, part: str = "encoder",
-                      **overrides: Any) -> tuple[nn.Module, TransplantReport | None]:
+                      dims: int | None = None, **overrides: Any) -> tuple[nn.Module, TransplantReport | None]:
     """A segmentation model for ``info`` on the encoder ``name_or_path``, pretrained weights
     transplanted into ``part`` (``None`` report for scratch). ``overrides`` change
-    :class:`ModelConfig` fields (e.g. ``feature_size=32``)."""
+    :class:`ModelConfig` fields (e.g. ``feature_size=32``). ``dims`` (2 or 3) switches a
+    residual U-Net encoder to the 2D or 3D network (kernels deflated or inflated, see
+    :func:`~.checkpoint.adapt_kernel`); other families keep their own dimensionality."""
     src = resolve_encoder(name_or_path)
     if isinstance(src, ModelConfig):
-        return build_model(src.replace(**overrides), info), None
+        return build_model(with_dims(src, dims).replace(**overrides), info), None
     ckpt = load_checkpoint(src)
-    model = build_model(segmentation_config(ckpt.config, info.out_channels).replace(**overrides), info)
+    cfg = with_dims(segmentation_config(ckpt.config, info.out_channels), dims)
+    model = build_model(cfg.replace(**overrides), info)
     return model, transplant_encoder(model, ckpt, part=part)
+
+
+def with_dims(cfg: ModelConfig, dims: int | None) -> ModelConfig:
+    """``cfg`` as the 2D or 3D residual U-Net (``dims``); other architectures unchanged."""
+    if dims == 2 and cfg.arch == "resunet":
+        return cfg.replace(arch="resunet2d")
+    if dims == 3 and cfg.arch == "resunet2d":
+        return cfg.replace(arch="resunet")
+    return cfg
 
 
 # -- entries ----------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Residual 3D U-Net: the CNN backbone for mitochondria and for MS-Con pretraining.
+"""Residual U-Nets: the CNN backbones for mitochondria, neurons and MS-Con pretraining.
+
+:class:`ResUNet3D` is the 3D network for near-isotropic volumes; :class:`ResUNet2D` is the same
+design with 2D convolutions, for stacks of unrelated micrographs and strongly anisotropic serial
+sections, where a 3D network pays for z-context that is noise (given a volume it runs slice by
+slice, z folded into the batch).
 
 Stages are MONAI :class:`~monai.networks.blocks.ResidualUnit` s; a stage down-samples with a
 strided convolution inside its first unit (as MONAI's ``UNet``). Serial-section EM has coarse z,
@@ -20,7 +25,7 @@ from torch import nn
 
 from .common import check_input, norm_name
 
-__all__ = ["ResUNet3D", "ResUNetEncoder", "ResUNetDecoder", "resunet_strides"]
+__all__ = ["ResUNet3D", "ResUNet2D", "ResUNetEncoder", "ResUNetDecoder", "resunet_strides"]
 
 
 def resunet_strides(levels: int, anisotropic_levels: int) -> tuple[tuple[int, int, int], ...]:
@@ -56,16 +61,16 @@ class ResUNetDecoder(nn.Module):
     coarse to fine (the bottleneck first)."""
 
     def __init__(self, widths: Sequence[int], strides: Sequence[Sequence[int]], use_skips: bool = True,
-                 subunits: int = 2, norm: str = "instance", dropout: float = 0.0) -> None:
+                 subunits: int = 2, norm: str = "instance", dropout: float = 0.0, spatial_dims: int = 3) -> None:
         super().__init__()
         self.use_skips = use_skips
         n = norm_name(norm)
         ups, blocks = [], []
         for i in range(len(widths) - 1, 0, -1):
-            ups.append(get_conv_layer(3, widths[i], widths[i - 1], kernel_size=strides[i - 1],
+            ups.append(get_conv_layer(spatial_dims, widths[i], widths[i - 1], kernel_size=strides[i - 1],
                                       stride=strides[i - 1], is_transposed=True, norm=n, act="PRELU"))
             cin = widths[i - 1] * (2 if use_skips else 1)
-            blocks.append(ResidualUnit(3, cin, widths[i - 1], strides=1, kernel_size=3, subunits=subunits,
+            blocks.append(ResidualUnit(spatial_dims, cin, widths[i - 1], strides=1, kernel_size=3, subunits=subunits,
                                        norm=n, dropout=dropout or None))
         self.ups = nn.ModuleList(ups)
         self.blocks = nn.ModuleList(blocks)
@@ -133,6 +138,57 @@ class ResUNet3D(nn.Module):
         """Logits, or ``(logits, features)`` with the decoder's features coarse to fine
         (``[bottleneck, ..., finest]``, one per stage) when ``return_features``."""
         check_input(x, in_channels=self.in_channels, multiple=self.input_multiple, name="ResUNet3D")
+        out, feats = self.decoder(self.encoder(x))
+        logits = self.head(out)
+        return (logits, feats) if return_features else logits
+
+
+class ResUNet2D(nn.Module):
+    """Residual 2D U-Net ``(B, C, Y, X) -> (B, out_channels, Y, X)``; a volume
+    ``(B, C, Z, Y, X)`` runs slice by slice.
+
+    Same stages as :class:`ResUNet3D` (MONAI residual units, strided down-sampling, transposed
+    up-sampling, skips), every down-sampling halving y and x. Parameters as :class:`ResUNet3D`
+    (``anisotropic_levels`` does not apply).
+    """
+
+    spatial_dims = 2
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        widths: Sequence[int] = (16, 32, 64, 128, 256),
+        use_skips: bool = True,
+        subunits: int = 2,
+        norm: str = "instance",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"widths {tuple(widths)}: give at least two stages")
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.strides = ((2, 2),) * (len(widths) - 1)
+        self.encoder = ResUNetEncoder(in_channels, widths, self.strides, subunits, norm, dropout, spatial_dims=2)
+        self.decoder = ResUNetDecoder(widths, self.strides, use_skips, subunits, norm, dropout, spatial_dims=2)
+        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+
+    @property
+    def input_multiple(self) -> tuple[int, int, int]:
+        """``(z, y, x)``; z is free (slice-wise), y and x multiples of the down-sampling."""
+        f = 2 ** len(self.strides)
+        return (1, f, f)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits (or ``(logits, features)`` as :meth:`ResUNet3D.forward`)."""
+        if x.ndim == 5:  # a volume: slice by slice
+            b, c, z, y, xx = x.shape
+            out = self.forward(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx), return_features)
+            logits = out[0] if return_features else out
+            logits = logits.reshape(b, z, -1, y, xx).permute(0, 2, 1, 3, 4)
+            return (logits, out[1]) if return_features else logits
+        check_input(x, in_channels=self.in_channels, multiple=self.input_multiple[1:], name="ResUNet2D")
         out, feats = self.decoder(self.encoder(x))
         logits = self.head(out)
         return (logits, feats) if return_features else logits
