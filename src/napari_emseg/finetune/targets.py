@@ -10,7 +10,7 @@ on an unlabelled voxel is masked out, so a masked loss learns only from what was
   or one is background; known where both are annotated.
 * neurons, ``boundaries``: 1 on background (membrane) and where an in-plane neighbour has
   another id; affinities are later derived as ``1 - max(b(p), b(p + offset))``. This is the
-  target that trains from isolated slices (see DESIGN.md's science notes).
+  target that trains from isolated slices (see docs/science.md).
 * mitochondria, ``bcd``: foreground, instance contour and the per-instance normalised distance
   transform (1 at an object's centre), computed per slice in the painted plane (PyTC / MitoEM).
 * ``semantic``: one class index per voxel, class 0 background.

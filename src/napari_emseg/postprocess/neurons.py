@@ -52,7 +52,7 @@ class NeuronConfig(Config):
         step 5 (see :data:`~napari_emseg.postprocess.agglomerate.MERGE_FUNCTIONS`).
     threshold
         Merge-score threshold: higher merges more (fewer segments). Tune it on painted slices;
-        the best value differs by metric and data (DESIGN.md science notes). Scores count
+        the best value differs by metric and data (docs/science.md). Scores count
         boundary contacts as affinity 0, so same-object fragments score about the fraction of
         their contact that runs through boundary voxels: 0.5 suits clean maps.
     max_threshold
