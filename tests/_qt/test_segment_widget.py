@@ -150,3 +150,45 @@ def test_segment_errors_become_notifications(make_napari_viewer, qtbot, tmp_path
     runner = w.start()
     qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
     assert errors and "broken.safetensors" in errors[-1]
+
+
+def test_segment_uses_the_models_calibration_and_the_users_changes_win(make_napari_viewer, qtbot, tiny_em, tmp_path):
+    from napari_emseg._qt.segment_widget import SegmentWidget
+    from napari_emseg.models import ModelConfig, build_model, save_checkpoint
+    from napari_emseg.models.heads import head_info
+    from napari_emseg.postprocess import MitoConfig
+
+    everything = MitoConfig(min_size=0, seed_foreground=0.0, seed_contour=1.0, seed_distance=0.0,
+                            foreground_threshold=0.0)
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    ckpt = save_checkpoint(tmp_path / "calibrated.safetensors", model, card={"postprocess": {
+        "target": "bcd", "config": everything.to_dict(), "source": "calibrated on painted slices",
+        "metric": "ap", "score": 0.3, "default_score": 0.0, "objects": 9, "default_objects": 0}})
+    viewer = make_napari_viewer()
+    viewer.add_image(tiny_em.raw, name="raw")
+    w = SegmentWidget(viewer)
+    w.image_combo.value = viewer.layers["raw"]
+    w.model_edit.setText(str(ckpt))
+    runner = w.start()
+    qtbot.waitUntil(lambda: not runner.running, timeout=120_000)
+    assert runner.error is None, runner.error
+    assert w._labels_postprocess == everything  # nothing set by hand: the calibrated settings
+    assert w.seed_fg.value() == 0.0 and w.fg_threshold.value() == 0.0 and w.min_size.value() == 0  # shown
+    assert w.segmentation.postprocess_source["source"] == "calibrated on painted slices"
+    assert w.segmentation.provenance["postprocess_source"] == w.segmentation.postprocess_source
+    assert "calibrated on painted slices" in w.status.text()
+    assert viewer.layers["raw mitochondria"].data.max() > 0
+    # a control the user changes wins; the other fields keep their calibrated values
+    w.min_size.setValue(10**9)
+    runner = w.rerun_postprocess()
+    qtbot.waitUntil(lambda: not runner.running, timeout=60_000)
+    assert w._labels_postprocess == everything.replace(min_size=10**9)
+    assert viewer.layers["raw mitochondria"].data.max() == 0
+    assert w.segmentation.postprocess_source == {"source": "user", "base": "calibrated on painted slices",
+                                                 "overrides": [f"min_size={10**9}"]}
+    written = w.export(tmp_path / "out.zarr")
+    from napari_emseg.provenance import read_bundle
+
+    bundle = read_bundle(written)
+    assert bundle["postprocess_source"]["source"] == "user" and bundle["config"]["mitochondria"]["min_size"] == 10**9

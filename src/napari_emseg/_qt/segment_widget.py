@@ -78,6 +78,13 @@ class SegmentWidget(QWidget):
         self.tune_button = QPushButton("Tune thresholds on painted slices")
         self.tune_button.setEnabled(False)
         self.tuned: Any = None  # post-processing config found by tuning (fields without a control)
+        # post-processing: the model's calibration (or a preset's settings) unless the user changed a control
+        self._user_set: set[str] = set()  # controls the user changed: their values win
+        self._setting = False  # the widget itself is filling the controls (not a user change)
+        self._base: Any = None  # the SegmentConfig the controls apply to (calibrated / preset)
+        self._post_source: dict[str, Any] = {}  # where its post-processing came from
+        for name, control in self._post_controls().items():
+            control.valueChanged.connect(lambda *_, n=name: self._user_changed(n))
         self.rerun_button = QPushButton("Re-run post-processing")
         self.rerun_button.setEnabled(False)
         self.export_button = QPushButton("Export labels...")
@@ -171,10 +178,12 @@ class SegmentWidget(QWidget):
             self.model_edit.setText(path)
 
     def config(self, base: Any = None):
-        """The :class:`SegmentConfig` the controls describe (on top of a preset's)."""
+        """The :class:`SegmentConfig` the controls describe: ``base`` (a preset's, or the model's
+        post-processing calibrated on its painted slices; default: that of the last segmentation)
+        with the controls the user changed on top."""
         from ..workflows import SegmentConfig
 
-        cfg = base or SegmentConfig()
+        cfg = base or self._base or SegmentConfig()
         if self.tuned is not None and self.segmentation is not None:
             key = "neurons" if self.segmentation.target in ("affinities", "boundaries") else "mitochondria"
             if isinstance(self.tuned, type(getattr(cfg, key))):
@@ -182,16 +191,57 @@ class SegmentWidget(QWidget):
         tile = _triple(self.tile.text())
         inference = cfg.inference.replace(tta=self.tta.isChecked(), batch=self.batch.value() or None,
                                           **({"tile": tile} if tile else {}))
-        neurons = cfg.neurons.replace(threshold=self.threshold.value(), min_size=self.min_size.value())
-        mito = cfg.mitochondria.replace(seed_foreground=self.seed_fg.value(), seed_contour=self.seed_contour.value(),
-                                        foreground_threshold=self.fg_threshold.value(), min_size=self.min_size.value())
+        mine = {n: c.value() for n, c in self._post_controls().items() if n in self._user_set}
+        neurons = cfg.neurons.replace(**{k: v for k, v in mine.items() if k in _NEURON_CONTROLS})
+        mito = cfg.mitochondria.replace(**{k: v for k, v in mine.items() if k in _MITO_CONTROLS})
         return cfg.replace(inference=inference, neurons=neurons, mitochondria=mito)
 
-    def _apply_preset_controls(self, cfg: Any) -> None:
-        self.threshold.setValue(cfg.neurons.threshold)
-        self.seed_fg.setValue(cfg.mitochondria.seed_foreground)
-        self.seed_contour.setValue(cfg.mitochondria.seed_contour)
-        self.fg_threshold.setValue(cfg.mitochondria.foreground_threshold)
+    def _post_controls(self) -> dict[str, Any]:
+        return {"threshold": self.threshold, "min_size": self.min_size, "seed_foreground": self.seed_fg,
+                "seed_contour": self.seed_contour, "foreground_threshold": self.fg_threshold}
+
+    def _user_changed(self, name: str) -> None:
+        if not self._setting:
+            self._user_set.add(name)
+
+    def _show_settings(self, post: Any) -> None:
+        """Fill the controls the user did not change with a post-processing config's values."""
+        self._setting = True
+        try:
+            for name, control in self._post_controls().items():
+                if hasattr(post, name) and name not in self._user_set:
+                    control.setValue(getattr(post, name))
+        finally:
+            self._setting = False
+
+    def _apply_preset_controls(self, cfg: Any, section: str = "mitochondria") -> None:
+        self._show_settings(getattr(cfg, section))
+
+    def _model_base(self, model: Any) -> tuple[Any, str | None, dict[str, Any]]:
+        """SegmentConfig with the checkpoint's calibrated post-processing, its section and source
+        (the defaults when the checkpoint stores none; an unreadable file is left to the job)."""
+        from ..calibration import resolve_postprocess
+        from ..models.checkpoint import load_checkpoint
+        from ..workflows import SegmentConfig
+
+        try:
+            ckpt = load_checkpoint(model, tensors=False)
+            section = SegmentConfig.section_for(ckpt.info.target)
+        except Exception:  # the segment job reports it
+            return SegmentConfig(), None, {}
+        post, source = resolve_postprocess(ckpt.card, ckpt.info.target)
+        return SegmentConfig().replace(**{section: post}), section, source
+
+    def _source_for(self, target: str, post: Any) -> dict[str, Any]:
+        """Which settings made the labels: calibrated, preset, tuned or defaults, and the user's changes."""
+        fields = _NEURON_CONTROLS if target in ("affinities", "boundaries") else _MITO_CONTROLS
+        base = {"source": "tuned on painted slices (Tune button)"} if self.tuned is not None else (
+            dict(self._post_source) or {"source": "defaults"})
+        mine = sorted(self._user_set & fields)
+        if mine and post is not None:
+            return {"source": "user", "base": base["source"],
+                    "overrides": [f"{k}={getattr(post, k)}" for k in mine if hasattr(post, k)]}
+        return base
 
     # -- running --------------------------------------------------------------------------------
     def start(self, preset: str | None = None) -> JobRunner | None:
@@ -215,13 +265,18 @@ class SegmentWidget(QWidget):
                 show_warning(f"napari-emseg: {err}")
                 return None
             base = preset_config(preset)
-            self._apply_preset_controls(base)
+            section = "neurons" if preset == "neurons" else "mitochondria"
+            post_source = {"source": f"preset {preset} (tuned when its model was trained)"}
         else:
             model = self.model_edit.text().strip()
             if not model:
                 show_warning("napari-emseg: no model yet: fine-tune one (Fine-tune widget), pick a checkpoint, "
                              "or use a one-click preset")
                 return None
+            base, section, post_source = self._model_base(model)
+        if section is not None:
+            self._apply_preset_controls(base, section)
+        self._base, self._post_source, self.tuned = base, post_source, None
         cfg = self.config(base)
         data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
         scale = layer_voxel_size(image)
@@ -239,7 +294,7 @@ class SegmentWidget(QWidget):
         attrs = {"source": {"image": source}} if source else None
 
         def make_job():  # the provenance bundle is built in the worker and written on export
-            return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True)
+            return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True, calibrated=False)
 
         self.runner = JobRunner(make_job, on_done=lambda seg: self._show_result(seg, cfg),
                                 on_finish=lambda: self._set_running(False),
@@ -288,12 +343,8 @@ class SegmentWidget(QWidget):
 
         def done(result: Any) -> None:
             self.tuned = result.config
-            cfg = result.config
-            for name, control in (("threshold", self.threshold), ("min_size", self.min_size),
-                                  ("seed_foreground", self.seed_fg), ("seed_contour", self.seed_contour),
-                                  ("foreground_threshold", self.fg_threshold)):
-                if hasattr(cfg, name):
-                    control.setValue(getattr(cfg, name))
+            self._user_set.clear()  # the tuned values replace what was set by hand
+            self._show_settings(result.config)
             self.status.setText(f"tuned on the painted slices: {result.metric} {result.score:.3f} "
                                 f"(defaults {result.base_score:.3f}); re-running post-processing ...")
 
@@ -302,8 +353,9 @@ class SegmentWidget(QWidget):
             if self.tuned is not None:
                 self.rerun_postprocess()  # labels with the tuned settings
 
+        start_from = self.config().postprocess_for(seg.target)  # the settings in use are always tried too
         self.runner = JobRunner(lambda: tune_job(seg.predictions, seg.target, labels, offsets=seg.offsets,
-                                                 voxel_size=seg.voxel_size),
+                                                 voxel_size=seg.voxel_size, base=start_from),
                                 on_done=done, on_finish=finish, description="tune")
         return self.runner.start()
 
@@ -340,9 +392,17 @@ class SegmentWidget(QWidget):
         else:
             self.viewer.add_labels(labels, name=name, scale=self._scale, translate=self._translate)
         self.labels_layer = self.viewer.layers[name]
+        from ..calibration import describe_source
+
+        source = self._source_for(target, postprocess)  # recorded with the labels and in the provenance
+        self._made_with["postprocess_source"] = source
+        if self.segmentation is not None:
+            self.segmentation.postprocess_source = source
+            if self.segmentation.provenance is not None:
+                self.segmentation.provenance["postprocess_source"] = source
         n = int(labels.max())
-        self.status.setText(f"{n} {task} objects in '{name}'. Change thresholds and re-run post-processing, "
-                            "or export the labels.")
+        self.status.setText(f"{n} {task} objects in '{name}' ({describe_source(source)}). Change thresholds "
+                            "and re-run post-processing, or export the labels.")
         self._set_running(False)
 
     # -- export ---------------------------------------------------------------------------------
@@ -364,6 +424,10 @@ class SegmentWidget(QWidget):
                                 {**self._made_with, "layer": self.labels_layer.name})
         show_info(f"napari-emseg: labels written to {written}")
         return written
+
+
+_NEURON_CONTROLS = frozenset({"threshold", "min_size"})
+_MITO_CONTROLS = frozenset({"seed_foreground", "seed_contour", "foreground_threshold", "min_size"})
 
 
 def layer_voxel_size(layer: Any) -> tuple[float, float, float] | None:
