@@ -272,7 +272,9 @@ def write_volume(
     attrs
         Extra JSON-serialisable attributes (model card, channel names, provenance).
     overwrite
-        Replace an existing array at ``path``; the old one stays until the new one is complete.
+        Replace an existing array at ``path`` that napari-emseg wrote (anything else is never
+        replaced: :class:`~napari_emseg._outputs.UnsafeOutputError`); the old one stays until
+        the new one is complete.
     zarr_format
         2 (default, read by every EM tool) or 3.
 
@@ -284,9 +286,12 @@ def write_volume(
     import dask.array as da
     import zarr
 
+    from ._outputs import guard_foreign, owner_attrs
+
     target = Path(os.fspath(path))
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: exists; pass overwrite=True to replace it")
+    guard_foreign(target, option="output")
     if not isinstance(data, da.Array):
         data = da.from_array(data, chunks=chunks or "auto")
     if chunks is None:
@@ -301,7 +306,7 @@ def write_volume(
             store=str(tmp), shape=data.shape, chunks=chunks, dtype=data.dtype,
             zarr_format=zarr_format, fill_value=0,
         )
-        meta: dict[str, Any] = dict(attrs or {})
+        meta: dict[str, Any] = {**owner_attrs(), **dict(attrs or {})}
         if voxel_size is not None:
             meta["resolution"] = [float(v) for v in voxel_size]
             meta["unit"] = "nm"

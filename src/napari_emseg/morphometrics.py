@@ -301,9 +301,11 @@ def csv_text(table: dict[str, np.ndarray]) -> str:
 
 
 def write_csv(table: dict[str, np.ndarray], path: str | os.PathLike) -> Path:
-    """Write :func:`csv_text` to ``path`` atomically."""
+    """Write :func:`csv_text` to ``path`` atomically (a file that is not such a table is never replaced)."""
     from ._atomic import atomic_write_text
+    from ._outputs import guard_foreign
 
     path = Path(path)
+    guard_foreign(path, option="--csv")
     atomic_write_text(path, csv_text(table))
     return path

@@ -286,12 +286,14 @@ def _iso(t: float) -> str:
 def write_bundle(out: str | os.PathLike, bundle: Mapping[str, Any]) -> Path:
     """Write ``OUT/provenance.json`` atomically and put the bundle in the zarr attributes."""
     from ._atomic import atomic_write_text
+    from ._outputs import guard_foreign
     from .io import jsonable
 
     out = Path(out)
     plain = jsonable(dict(bundle))
     text = json.dumps(plain, indent=2, default=str)
     target = out / PROVENANCE_FILE
+    guard_foreign(target, option="output")
     atomic_write_text(target, text + "\n")
     _set_attrs(out, plain, bundle.get("results", {}).get("outputs", {}).values())
     return target
@@ -332,6 +334,9 @@ def export_bundle(path: str | os.PathLike, bundle: Mapping[str, Any], labels: An
     plain["results"] = {"outputs": {"labels": str(path)}, "n_objects": int(labels_sum["max"]),
                         "labels_checksum": labels_sum}
     target = path.with_name(path.name + "." + PROVENANCE_FILE)
+    from ._outputs import guard_foreign
+
+    guard_foreign(target, option="output")
     atomic_write_text(target, json.dumps(plain, indent=2, default=str) + "\n")
     if path.suffix.lower() not in (".tif", ".tiff"):
         import zarr

@@ -51,6 +51,7 @@ def rerun_job(
     device: str | None = None,
     strict: bool = True,
     command: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> Job[RerunResult]:
     """Make a recorded segmentation again from its bundle (a generator job).
 
@@ -67,6 +68,9 @@ def rerun_job(
     strict
         Refuse (:class:`ProvenanceError`) when the checkpoint file differs from the recorded
         one; with ``False`` only warn. A changed input is always reported in the result.
+    overwrite
+        Replace what another run wrote at ``out`` (an earlier rerun of the same bundle is
+        replaced anyway). ``out`` may never be the recorded output or its input.
     """
     from .io import open_volume
     from .workflows import SegmentConfig, segment_job
@@ -92,9 +96,13 @@ def rerun_job(
     config = SegmentConfig.from_dict(bundle["config"], strict=False)
     config = config.replace(inference=config.inference.replace(resume=False, **({"device": device} if device else {})))
     target = Path(out) if out is not None else default_rerun_path(src)
+    from ._outputs import check_not_input
+
+    check_not_input([target], [src, path, ckpt])
     seg = yield from segment_job(ckpt, volume, config, out=target, calibrated=False,  # the recorded settings
                                  voxel_size=tuple(vs) if vs else None,
                                  postprocess=bool(bundle.get("postprocess", True)), command=command,
+                                 overwrite=overwrite,
                                  attrs={"source": {"image": str(path), "model": str(ckpt)}, "rerun_of": str(src)})
     new = seg.provenance or {}
     old_sum, new_sum = rec_in.get("checksum") or {}, new.get("input", {}).get("checksum") or {}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._lock import locks_output
 from .config import Config
 from .inference.config import InferenceConfig
 from .postprocess.mitochondria import MitoConfig
@@ -82,6 +83,7 @@ def load_segmentation_model(model: Any) -> Any:
     return model.eval()
 
 
+@locks_output("out")
 def segment_job(
     model: Any,
     image: Any,
@@ -94,6 +96,7 @@ def segment_job(
     calibrated: bool = True,
     provenance: bool | None = None,
     command: Sequence[str] | None = None,
+    overwrite: bool = False,
 ) -> Job[Segmentation]:
     """Predict maps over ``image`` with ``model`` and turn them into instance labels.
 
@@ -128,6 +131,11 @@ def segment_job(
         the widget writes it when the labels are exported). ``False``: none.
     command
         The command line to record (``None`` from the widget).
+    overwrite
+        Replace the predictions of another model, input or settings at ``out`` (by default that
+        is refused before anything is written; this run's own interrupted output is resumed).
+        Files napari-emseg did not write are never replaced. The job holds ``OUT.lock`` while it
+        runs (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
 
     When the model's voxel size differs from the image's beyond ``config.voxel_match``, the
     model sees the image resampled to its grid and the maps come back on the image's grid
@@ -139,11 +147,13 @@ def segment_job(
     started = time.time()
     net = load_segmentation_model(model)
     info = net.info
+    if postprocess:  # a model without an instance extraction fails here, before any output is touched
+        config.postprocess_for(info.target)
     if voxel_size is None and hasattr(image, "voxel_size") and getattr(image, "voxel_size_known", True):
         voxel_size = tuple(image.voxel_size)
     pred_out = str(Path(out) / PREDICTIONS) if out is not None else None
     predictions = yield from predict_matched(net, image, pred_out, config.inference, config.voxel_match,
-                                             voxel_size=voxel_size, attrs=dict(attrs or {}))
+                                             voxel_size=voxel_size, attrs=dict(attrs or {}), overwrite=overwrite)
     seg = Segmentation(predictions, None, info.target, tuple(info.channel_names), tuple(info.offsets),
                        tuple(voxel_size) if voxel_size else None)
     if pred_out is not None:
@@ -221,8 +231,10 @@ def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: d
         import tifffile
 
         from ._atomic import atomic_path
+        from ._outputs import guard_foreign
         from .io import jsonable
 
+        guard_foreign(path, option="output")
         data = np.asarray(labels)
         imagej = data.max(initial=0) < 2**16  # ImageJ reads 16-bit labels, not 32-bit
         meta: dict[str, Any] = {"axes": "ZYX"}

@@ -9,7 +9,7 @@ import pytest
 import zarr
 
 from napari_emseg.inference import InferenceConfig, OutOfMemory, predict_tiled
-from napari_emseg.inference.output import RECORD_KEY
+from napari_emseg.inference.output import RECORD_KEY, OutputError
 from napari_emseg.progress import Cancelled, CancelToken, cancellable, drain
 
 from .toys import ConvNet, FakeOOM, em_volume
@@ -50,12 +50,17 @@ def test_resume_after_interruption_gives_the_uninterrupted_output(tmp_path):
     np.testing.assert_array_equal(out[:], full)
     assert zarr.open_array(str(tmp_path / "b.zarr"), mode="r").attrs["complete"] is True
 
-    # a finished output is not predicted again; other settings start anew
+    # a finished output is not predicted again; other settings are refused (nothing written), and
+    # start anew with overwrite
     third = ConvNet(tile=(8, 32, 32))
     drain(predict_tiled(third, vol, tmp_path / "b.zarr", CFG), show=False)
     assert third.calls == 0
     fourth = ConvNet(tile=(8, 32, 32))
-    drain(predict_tiled(fourth, vol, tmp_path / "b.zarr", CFG.replace(overlap=0.5)), show=False)
+    with pytest.raises(OutputError, match="another model, input or settings"):
+        drain(predict_tiled(fourth, vol, tmp_path / "b.zarr", CFG.replace(overlap=0.5)), show=False)
+    assert fourth.calls == 0
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "b.zarr"), mode="r")[:], full)
+    drain(predict_tiled(fourth, vol, tmp_path / "b.zarr", CFG.replace(overlap=0.5), overwrite=True), show=False)
     assert fourth.calls > 0
 
 

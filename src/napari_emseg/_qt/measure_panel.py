@@ -107,8 +107,18 @@ class MeasurePanel(QWidget):
         labels_layer.selected_label = int(t["label"][row])
 
     def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save measurements", "objects.csv", "CSV (*.csv)")
-        if path and self.table_data is not None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save measurements", "objects.csv", "CSV (*.csv)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)  # may_write asks
+        self.save(path)
+
+    def save(self, path: str | None) -> str | None:
+        """Write the table to ``path`` as CSV; an earlier table is replaced after asking, any other file never."""
+        from ._confirm import may_write
+
+        if path and self.table_data is not None and may_write(self, path):
             from ..morphometrics import write_csv
 
-            show_info(f"napari-emseg: measurements written to {write_csv(self.table_data, path)}")
+            written = str(write_csv(self.table_data, path))
+            show_info(f"napari-emseg: measurements written to {written}")
+            return written
+        return None

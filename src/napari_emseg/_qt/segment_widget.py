@@ -407,17 +407,25 @@ class SegmentWidget(QWidget):
 
     # -- export ---------------------------------------------------------------------------------
     def _export_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.zarr", "Zarr (*.zarr);;TIFF (*.tif)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export labels", "labels.zarr", "Zarr (*.zarr);;TIFF (*.tif)",
+                                              options=QFileDialog.Option.DontConfirmOverwrite)  # export asks
         if path:
             self.export(path)
 
     def export(self, path: str | Path) -> str | None:
         """Write the current labels to ``path`` (``.zarr`` or ``.tif``) with the voxel size and a
-        record of what made them (:func:`~napari_emseg.workflows.export_labels`)."""
+        record of what made them (:func:`~napari_emseg.workflows.export_labels`). An existing
+        napari-emseg output is replaced only after asking; any other file never."""
         from ..workflows import export_labels
+        from ._confirm import may_write
 
         if self.labels_layer is None:
             show_warning("napari-emseg: nothing to export yet")
+            return None
+        target = Path(path)
+        if target.suffix.lower() not in (".zarr", ".tif", ".tiff"):
+            target = target.with_suffix(".zarr")  # as export_labels names it
+        if not may_write(self, target):
             return None
         written = export_labels(path, self.labels_layer.data, tuple(float(s) for s in self._scale),
                                 self.segmentation, self._labels_postprocess,

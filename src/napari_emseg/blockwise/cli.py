@@ -58,6 +58,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
     job = segment_blockwise_job(
         args.model, args.image, args.out, inference, post, cfg, extract=task != "none",
         scheduler=args.scheduler, local_workers=args.local_workers, channel=args.channel, voxel_size=vs,
+        overwrite=getattr(args, "overwrite", False),
     )
     result = drain(job, desc="blockwise", show=not args.quiet)
     summary: dict[str, Any] = {"predictions": zarr.open_array(result.predictions, mode="r"),

@@ -262,9 +262,11 @@ def _labels_array(out: Path, shape: tuple[int, ...], blocks: Any, dtype: Any, vo
 
     import zarr
 
+    from .._outputs import guard_foreign, owner_attrs
     from ..io import ensure_parent_groups, existing_format, jsonable
 
     fp = attrs["blockwise"]["fingerprint"]
+    guard_foreign(out, option="output")
     if out.exists():
         try:
             old = zarr.open_array(str(out), mode="r+")
@@ -278,7 +280,7 @@ def _labels_array(out: Path, shape: tuple[int, ...], blocks: Any, dtype: Any, vo
     shutil.rmtree(written, ignore_errors=True)
     arr = zarr.create_array(store=str(out), shape=shape, chunks=tuple(min(int(b), s) for b, s in zip(blocks, shape)),
                             dtype=dtype, fill_value=0, zarr_format=fmt, overwrite=True)
-    meta = {**attrs, "complete": False}
+    meta = {**owner_attrs(), **attrs, "complete": False}
     if voxel_size is not None:
         meta.update(resolution=[float(v) for v in voxel_size], unit="nm")
     arr.attrs.update(jsonable(meta))

@@ -43,6 +43,7 @@ def predict_blockwise_job(
     voxel_size: Any = None,
     attrs: dict[str, Any] | None = None,
     retries: int = 2,
+    overwrite: bool = False,
 ) -> Job[Any]:
     """Write ``(C, Z, Y, X)`` maps of ``image`` to the zarr array ``out``, one task per block.
 
@@ -66,6 +67,8 @@ def predict_blockwise_job(
         As for :func:`~napari_emseg.inference.predict_tiled`.
     retries
         Retries of a failed block task.
+    overwrite
+        Replace maps at ``out`` that another model, input or settings made (else refused).
     """
     import zarr
 
@@ -74,7 +77,7 @@ def predict_blockwise_job(
 
     model = load_model(model_path, device="cpu", expect_in_channels=1)
     plan = predict_tiled(model, image, out, config.replace(device="cpu", prefetch=0),
-                         voxel_size=voxel_size, attrs=attrs)
+                         voxel_size=voxel_size, attrs=attrs, overwrite=overwrite)
     for event in plan:  # normalise, then create or reopen the output; stop before predicting
         if event.stage == "predict":
             break

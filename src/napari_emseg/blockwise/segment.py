@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._lock import locks_output
 from ..config import Config
 from ..inference.config import InferenceConfig
 from ..progress import Job
@@ -40,6 +41,7 @@ class BlockwiseSegmentation:
     target: str
 
 
+@locks_output("out")
 def segment_blockwise_job(
     model: str | os.PathLike,
     image: Any,
@@ -55,6 +57,7 @@ def segment_blockwise_job(
     channel: int | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Job[BlockwiseSegmentation]:
     """Predict ``OUT/predictions`` and extract ``OUT/labels`` block by block on a dask cluster.
 
@@ -83,6 +86,10 @@ def segment_blockwise_job(
         has none.
     attrs
         Extra attributes for both arrays.
+    overwrite
+        Replace the maps of another model, input or settings at ``out`` (else refused).
+
+    The run holds ``OUT.lock`` (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
     """
     from ..io import open_volume
 
@@ -99,7 +106,8 @@ def segment_blockwise_job(
                        "model": os.fspath(model)}, **(attrs or {})}
     with dask_client(scheduler, local_workers, processes=processes) as client:
         pred = yield from predict_blockwise_job(client, model, local, pred_path, inference, image_ref=ref,
-                                                voxel_size=vs, attrs=meta, retries=blockwise.retries)
+                                                voxel_size=vs, attrs=meta, retries=blockwise.retries,
+                                                overwrite=overwrite)
         target = str(pred.attrs["target"])
         if not extract:
             return BlockwiseSegmentation(pred_path, None, target)

@@ -10,6 +10,9 @@
 
 The same flow in napari: open the sample (File > Open Sample > napari-emseg), paint in a Labels
 layer (Fine-tune widget > New labels layer), press Start, then Segment.
+
+Run again with the same ``--out``, the demo replaces its own earlier results there; anything in
+that folder napari-emseg did not write is refused before any work. The run holds ``OUT.lock``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,36 @@ def default_encoder() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from .._lock import output_lock
+    from .._outputs import check_output_space
+
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    check_demo_outputs(out)
+    check_output_space(out, 50 * 2**20, what="the demo's results")
+    with output_lock(out, sys.argv):
+        return _run(args, out, t0)
+
+
+DEMO_TASKS = ("mitochondria", "neurons")
+
+
+def check_demo_outputs(out: Path) -> None:
+    """Refuse, before any work, files in ``out`` the demo would replace that napari-emseg did not write."""
+    from .._outputs import guard_foreign
+
+    sample = out / "sample.zarr"
+    plan = [sample / n for n in ("raw", "neurons_truth", "mitochondria_truth")] + [out / "metrics.json"]
+    for task in DEMO_TASKS:
+        plan += [sample / f"{task}_painted", out / f"{task}.safetensors", out / f"{task}_overlay.png",
+                 *(out / f"{task}.zarr" / n for n in ("predictions", "labels", "provenance.json"))]
+    for p in plan:
+        guard_foreign(p)
+
+
+def _run(args: argparse.Namespace, out: Path, t0: float) -> int:
     from ..data.synthetic import make_synthetic_em
     from ..finetune.job import FineTuneConfig, fine_tune
     from ..io import write_volume
@@ -59,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
         write_labels,
     )
 
-    t0 = time.perf_counter()
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shape = tuple(int(s) for s in args.shape.split(","))
     em = make_synthetic_em(shape=shape, seed=args.seed)
@@ -85,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                       show=not args.quiet)
         started = time.time()
         seg = drain(segment_job(tuned.checkpoint, em.raw, SegmentConfig(), out=out / f"{task}.zarr",
-                                voxel_size=em.voxel_size, postprocess=False, provenance=False),
+                                voxel_size=em.voxel_size, postprocess=False, provenance=False, overwrite=True),
                     desc=f"predict {task}", show=not args.quiet)
         default_labels = drain(postprocess_job(seg, SegmentConfig()), desc=f"segment {task}", show=not args.quiet)
         results[f"{task} (default thresholds)"] = _scores(default_labels, truth, task)
@@ -101,7 +132,9 @@ def run(args: argparse.Namespace) -> int:
                                       command=["napari-emseg", "demo"], started=started), show=False)
         results[f"{task} (tuned on painted)"] = _scores(seg.labels, truth, task)
         write_overlay(out / f"{task}_overlay.png", em.raw, seg.labels, truth, zs)
-    (out / "metrics.json").write_text(json.dumps(results, indent=2))
+    from .._atomic import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps({"format": "napari-emseg.demo-metrics/1", **results}, indent=2))
     print_table(results)
     print(f"\nwrote {out}/: sample.zarr, mitochondria.zarr and neurons.zarr (predictions + labels), "
           f"*.safetensors models, *_overlay.png, metrics.json  ({(time.perf_counter() - t0) / 60:.1f} min)")
@@ -128,7 +161,6 @@ def print_table(results: dict[str, dict]) -> None:
 
 def write_overlay(path: Path, raw: np.ndarray, labels: np.ndarray, truth: np.ndarray, painted: list[int]) -> None:
     """PNG: an unpainted middle slice, raw | prediction | truth, object outlines in colour."""
-    import imageio.v3 as iio
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
 
@@ -143,4 +175,11 @@ def write_overlay(path: Path, raw: np.ndarray, labels: np.ndarray, truth: np.nda
         panels.append(rgb.astype(np.float32))
     sep = np.ones((raw.shape[1], 4, 3), np.float32)
     img = np.concatenate([panels[0], sep, panels[1], sep, panels[2]], axis=1)
-    iio.imwrite(path, (np.clip(img, 0, 1) * 255).astype(np.uint8))
+    from PIL import Image, PngImagePlugin
+
+    from .._atomic import atomic_path
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "napari-emseg demo")  # the mark that lets a later demo replace it
+    with atomic_path(path) as tmp:
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(tmp, format="PNG", pnginfo=info)

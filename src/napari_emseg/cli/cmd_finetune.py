@@ -27,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default="scratch-resunet",
                    help="catalogue name (napari-emseg encoders) or checkpoint path (default scratch-resunet)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint at OUT written by napari-emseg (never other files)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="stop after this many minutes")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense",
@@ -61,10 +63,15 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .._outputs import check_outputs
     from ..finetune.job import fine_tune
     from ..io import open_volume
     from ..progress import drain
 
+    encoder = args.encoder if Path(args.encoder).suffix else None  # a file, not a catalogue name
+    check_outputs([args.out], [args.image, args.labels, encoder, args.config], overwrite=args.overwrite)
     cfg = build_config(args)
     vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
     image = open_volume(args.image, channel=args.channel, voxel_size=vs)

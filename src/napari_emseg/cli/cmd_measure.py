@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", default=None, help="image of the same shape: adds each object's mean intensity")
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     p.add_argument("--csv", default=None, help="write the table here (default: print it)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing CSV written by 'measure' (never other files, nor an input)")
     p.add_argument("--surface", choices=["smooth", "binary", "none"], default="smooth",
                    help="surface estimate: smoothed mask (default, within a few %%), raw voxel mask, or none")
     p.add_argument("--no-skeleton", action="store_true", help="skip skeleton length and branching (faster)")
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
             vs = tuple(float(v) for v in args.voxel_size.split(","))
         except ValueError:
             raise EmsegError(f"--voxel-size {args.voxel_size!r}: expected numbers z,y,x in nm, e.g. 40,8,8") from None
+    if args.csv:
+        from .._outputs import check_outputs
+
+        check_outputs([args.csv], [args.labels, args.image], overwrite=args.overwrite, option="--csv")
     labels = open_volume(args.labels, voxel_size=vs)
     if not labels.voxel_size_known:
         raise EmsegError(f"{args.labels} does not record its voxel size: give it with --voxel-size z,y,x (nm)")

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="the checkpoint, if it moved since the recorded run")
     p.add_argument("--image", default=None, help="the input volume, if it moved (or came from an in-memory layer)")
     p.add_argument("--device", default=None, help="compute here instead of the recorded setting, e.g. cpu")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace napari-emseg's output of another run at --out (an earlier rerun is replaced anyway)")
     p.add_argument("--no-strict", dest="strict", action="store_false",
                    help="run even if the checkpoint file is not the recorded one (only warn)")
 
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from ..rerun import rerun_job
 
     job = rerun_job(args.output, args.out, model=args.model, image=args.image, device=args.device,
-                    strict=args.strict, command=list(sys.argv))
+                    strict=args.strict, command=list(sys.argv), overwrite=args.overwrite)
     try:
         res = drain(job, desc="rerun", show=not args.quiet)
     except Cancelled:

@@ -6,6 +6,10 @@ writes ``seg.zarr/predictions``: ``(C, Z, Y, X)`` maps in [0, 1] (float16, or ui
 attribute ``scale: 255``), with the model's channel names, target, offsets and the voxel size in
 its attributes. The volume is read and written block by block, so it may be far larger than
 memory. Ctrl-C stops between blocks; the same command again resumes (``--restart``: start over).
+
+OUT belongs to one run: maps another model, input or settings made there are refused unless
+``--overwrite``; arrays and files napari-emseg did not write (and the command's own inputs) are
+never replaced. The run holds ``OUT.lock``, so a second writer of OUT is refused.
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
     p.add_argument("--voxel-size", default=None, metavar="Z,Y,X", help="nm, when the file does not say")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run's output and start over")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace napari-emseg's earlier output at OUT made with another model, input or settings "
+                        "(never files napari-emseg did not write)")
     add_voxel_match_arguments(p)
     p.add_argument("--task", choices=["auto", "none", "neurons", "mitochondria", "semantic"], default="auto",
                    help="instance extraction after prediction: auto (what the model predicts), or none")
@@ -122,7 +129,7 @@ def predict(args: argparse.Namespace) -> Any:
         _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
     out = Path(args.out) / PREDICTIONS
     attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel}}
-    job = predict_matched(model, image, out, cfg, match, attrs=attrs)
+    job = predict_matched(model, image, out, cfg, match, attrs=attrs, overwrite=getattr(args, "overwrite", False))
     return drain(job, desc="predict", show=not args.quiet)
 
 
@@ -273,12 +280,59 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
         postprocess_source=source))
 
 
+def check_model(args: argparse.Namespace) -> Any:
+    """The checkpoint's info, refused before any output is touched when it cannot do the job: a
+    pretrained encoder (no instance extraction), or a target that is not the ``--task``'s."""
+    from ..errors import EmsegError
+    from ..models.checkpoint import load_checkpoint
+    from ..postprocess.extract import TARGET_CONFIGS
+
+    info = load_checkpoint(args.model, tensors=False).info
+    task = getattr(args, "task", "auto")
+    if info.target not in TARGET_CONFIGS and task != "none":
+        raise EmsegError(f"--model {args.model}: predicts {info.target!r} (a {info.task} model, e.g. a pretrained "
+                         f"encoder), which has no instance extraction; fine-tune it first (napari-emseg finetune "
+                         f"--encoder {args.model} ...), or pass --task none for the raw maps")
+    expected = {"neurons": ("affinities", "boundaries"), "mitochondria": ("bcd",), "semantic": ("semantic",)}
+    if task in expected and info.target not in expected[task]:
+        raise EmsegError(f"--task {task}: the model predicts {info.target!r}, which is not a {task} target; "
+                         f"use a {task} model or --task auto")
+    return info
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs that are inputs or that napari-emseg did not write, and
+    earlier outputs at OUT with nothing to tell whose they are (the maps' own check is in
+    :func:`~napari_emseg.inference.output.prepare_output`)."""
+    from .._outputs import UnsafeOutputError, check_not_input, guard_foreign
+    from ..resample import MODEL_GRID_SUFFIX
+
+    out = Path(args.out)
+    labels = out / ("labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels")
+    pred = out / PREDICTIONS
+    plan = [pred, labels, out / "provenance.json", Path(f"{pred}{MODEL_GRID_SUFFIX}")]
+    check_not_input(plan, [args.image, args.model, getattr(args, "tune", None), getattr(args, "config", None)])
+    for p in plan:
+        guard_foreign(p)
+    if not pred.exists() and not getattr(args, "overwrite", False):
+        for p in plan[1:3]:
+            if p.exists():
+                raise UnsafeOutputError(f"--out {out}: holds an earlier napari-emseg output ({p.name}) but no "
+                                        "predictions to resume; pass --overwrite to replace it, or choose another --out")
+
+
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     resolve_model(args)
+    from .._lock import output_lock
     from ..progress import Cancelled
 
+    check_model(args)
+    check_outputs(args)
     try:
-        summary = segment(args)
+        with output_lock(args.out, sys.argv):
+            summary = segment(args)
     except Cancelled:
         print(f"napari-emseg: interrupted; run the same command again to resume into {args.out}")
         return 130

@@ -83,9 +83,14 @@ def print_suggestions(result: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._atomic import atomic_write_text
+    from .._outputs import check_not_input, guard_foreign
     from ..io import open_volume
     from ..models import load_model
 
+    outputs = [p for p in (args.json_out, args.map) if p]
+    check_not_input(outputs, [args.image, args.labels, args.model], option="output")
+    for p in outputs:
+        guard_foreign(p, option="output")
     image = open_volume(args.image, channel=args.channel)
     labels = open_volume(args.labels).data
     model = load_model(args.model, device="cpu", expect_in_channels=1)
@@ -96,5 +101,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         rows = [{"rank": s.rank, "axis": s.axis, "index": s.index, "score": s.score,
                  "box": [list(b) for b in s.box], "region_score": s.region_score} for s in result.suggestions]
-        atomic_write_text(args.json_out, json.dumps({"painted": list(result.painted), "suggestions": rows}, indent=2))
+        atomic_write_text(args.json_out, json.dumps({"format": "napari-emseg.suggestions/1",
+                                                     "painted": list(result.painted), "suggestions": rows}, indent=2))
     return 0

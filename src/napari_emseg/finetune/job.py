@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._lock import locks_output
 from ..config import Config
 from ..data.augment import AugmentConfig
 from ..data.normalize import intensity_range, normalize
@@ -137,6 +138,7 @@ class MaskedObjective(nn.Module):
         return task_loss(self.kind, logits, batch["target"], batch["mask"])
 
 
+@locks_output("out")
 def fine_tune(
     encoder: str | os.PathLike | nn.Module,
     image: Any,
@@ -161,7 +163,9 @@ def fine_tune(
     config
         See :class:`FineTuneConfig`.
     out
-        Checkpoint path to write (default: a file in the temporary directory).
+        Checkpoint path to write (default: a file in the temporary directory). A file there that
+        napari-emseg did not write is refused at once; the folder's writability and free space
+        are checked before training; the run holds ``OUT.lock`` (:mod:`napari_emseg._lock`).
     voxel_size
         ``(z, y, x)`` nm of ``image`` (``None``: unknown); the checkpoint records the voxel size
         it was trained at (the image's, or the encoder's where the crop was resampled).
@@ -173,11 +177,14 @@ def fine_tune(
     FineTuneResult
         With ``checkpoint`` (written atomically) and the trained ``model``.
     """
+    from .._outputs import check_output_space, guard_foreign
     from ..models.checkpoint import save_checkpoint
     from ..pretrain.trainer import TrainConfig, train
 
     t0 = time.perf_counter()
     cfg = config
+    if out is not None:
+        guard_foreign(out, option="out")
     yield Progress(0, cfg.steps, stage="prepare", message="reading annotations")
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis)
@@ -185,6 +192,9 @@ def fine_tune(
     plan = _voxel_plan(encoder, voxel_size, cfg, ann)
     voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
     model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
+    if out is not None:  # before training, not after: the checkpoint is about 4 bytes a weight
+        check_output_space(out, 1.25 * 4 * sum(p.numel() for p in model.state_dict().values()) + 2**20,
+                           what="the checkpoint")
     pretrained = report is not None
     continued = bool(report and report.get("continued"))
     patch = _patch_shape(cfg, model, ann)

@@ -27,6 +27,7 @@ def predict_matched(
     *,
     voxel_size: Sequence[float] | None = None,
     attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Job[Any]:
     """:func:`~napari_emseg.inference.predict_tiled` at the model's voxel size, maps on the image's grid.
 
@@ -35,7 +36,8 @@ def predict_matched(
     ``OUT_model_grid`` next to a path ``out`` (resumable; in memory otherwise) and are
     resampled back (linear) into ``out`` block by block (``stage="resample"`` progress). The
     output's attributes are the model-grid ones with the image's ``resolution`` and a
-    ``voxel_size_match`` record. Parameters as ``predict_tiled``, plus ``match``.
+    ``voxel_size_match`` record. Parameters as ``predict_tiled``, plus ``match``. An existing
+    ``out`` is replaced only when its model-grid maps are this run's, or with ``overwrite``.
     """
     from ..io import Volume
     from .config import InferenceConfig
@@ -46,15 +48,22 @@ def predict_matched(
         voxel_size = image.voxel_size
     view, plan = match_voxel_size(image, model, voxel_size, match)
     if not plan.resample:
-        return (yield from predict_tiled(model, image, out, config, voxel_size=voxel_size, attrs=attrs))
+        return (yield from predict_tiled(model, image, out, config, voxel_size=voxel_size, attrs=attrs,
+                                         overwrite=overwrite))
     data = image.data if isinstance(image, Volume) else image
     extra = {**(attrs or {}), "voxel_size_match": plan.to_dict()}
     grid_out = f"{os.fspath(out).rstrip('/')}{MODEL_GRID_SUFFIX}" if isinstance(out, (str, os.PathLike)) else None
-    grid = yield from predict_tiled(model, view, grid_out, config, voxel_size=plan.target_voxel_size, attrs=extra)
+    if isinstance(out, (str, os.PathLike)) and Path(out).exists() and not overwrite:
+        _check_replaceable_maps(Path(out), grid_out)
+    grid = yield from predict_tiled(model, view, grid_out, config, voxel_size=plan.target_voxel_size, attrs=extra,
+                                    overwrite=overwrite)
     back = Resampled(grid, plan.target_voxel_size, plan.image_voxel_size, order=1,
                      shape=tuple(data.shape)[-3:], antialias=match.antialias)
     block = tuple(min(int(b), int(n)) for b, n in zip(config.block, back.shape[1:]))
     meta = {k: v for k, v in dict(getattr(grid, "attrs", {}) or {}).items() if k != "emseg_inference"}
+    from .._outputs import owner_attrs
+
+    meta.update(owner_attrs())
     meta.update(extra, resolution=list(plan.image_voxel_size), voxel_size=list(plan.image_voxel_size),
                 voxel_size_known=True, complete=True, model_grid=grid_out and os.path.basename(grid_out))
     if not isinstance(out, (str, os.PathLike)):
@@ -73,6 +82,18 @@ def predict_matched(
         arr.attrs.update(jsonable(meta))
         yield from _fill(arr, back, block)
     return zarr.open_array(str(out), mode="r")
+
+
+def _check_replaceable_maps(out: Path, grid_out: str) -> None:
+    """``out`` may be remade from the model-grid maps only when it was made from them (the
+    grid's own fingerprint check then decides); anything else needs ``overwrite``."""
+    from .._outputs import guard_foreign
+    from .output import OutputError
+
+    guard_foreign(out, option="output")
+    if not Path(grid_out).exists():
+        raise OutputError(f"{out}: holds predictions of an earlier run (made on another grid); pass --overwrite "
+                          "to replace them, or choose another --out")
 
 
 def _fill(target: Any, view: Resampled, block: Sequence[int]) -> Job[None]:

@@ -133,12 +133,20 @@ def prepare_output(
     *,
     max_in_memory_gb: float = 4.0,
     zarr_format: int = 2,
+    fp: str | None = None,
+    resume: bool = True,
+    overwrite: bool = False,
 ) -> Any:
     """The array to write a ``(C, Z, Y, X)`` prediction into.
 
     ``out`` is ``None`` (a numpy array, if under ``max_in_memory_gb``), a path (a zarr array is
     created there, or reopened when it holds an earlier napari-emseg prediction of the same shape
     and type), a zarr array or any array-like with the right shape. Zarr outputs get ``attrs``.
+
+    With the run's fingerprint ``fp``, an existing prediction at a path is resumed only when it
+    was written under the same fingerprint (``resume``: else it is made anew); one written under
+    another fingerprint (another model, input or settings) is refused unless ``overwrite``, and
+    an array napari-emseg did not write is never replaced. Nothing is written before the check.
     """
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     if out is None:
@@ -149,7 +157,7 @@ def prepare_output(
             )
         return np.zeros(shape, dtype=dtype)
     if isinstance(out, (str, os.PathLike)):
-        return _zarr_at(Path(os.fspath(out)), shape, chunks, dtype, attrs, zarr_format)
+        return _zarr_at(Path(os.fspath(out)), shape, chunks, dtype, attrs, zarr_format, fp, resume, overwrite)
     if tuple(out.shape) != tuple(shape):
         raise OutputError(f"output has shape {tuple(out.shape)}; this prediction needs {tuple(shape)} (C, Z, Y, X)")
     if _is_zarr(out):
@@ -177,26 +185,35 @@ def existing_chunks(out: Any) -> tuple[int, ...] | None:
 
 
 def _zarr_at(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,
-             attrs: dict[str, Any], zarr_format: int) -> Any:
+             attrs: dict[str, Any], zarr_format: int, fp: str | None = None, resume: bool = True,
+             overwrite: bool = False) -> Any:
     import zarr
 
-    if path.exists():
+    from .._outputs import guard_foreign, owner_attrs
+
+    if path.exists() or path.is_symlink():
+        guard_foreign(path, option="output")
         try:
             old = zarr.open_array(store=str(path), mode="r+")
         except Exception as err:  # noqa: BLE001 - any failure means "not a zarr array"
             raise OutputError(f"{path}: exists and is not a zarr array; choose another output") from err
-        if RECORD_KEY not in old.attrs:
-            raise OutputError(
-                f"{path}: exists and is not a napari-emseg prediction; choose another output or delete it"
-            )
-        if tuple(old.shape) == tuple(shape) and np.dtype(old.dtype) == np.dtype(dtype):
+        rec = dict(old.attrs).get(RECORD_KEY)
+        same_array = tuple(old.shape) == tuple(shape) and np.dtype(old.dtype) == np.dtype(dtype)
+        same_run = same_array and rec is not None and (fp is None or rec.get("fingerprint") == fp)
+        if same_run and resume:
             old.attrs.update(jsonable(attrs))
             return old
+        # blocks of another run (any recorded block, or a finished map without a record) are kept
+        # unless --overwrite: a run never mixes its blocks with another's, nor silently replaces them
+        if not same_run and not overwrite and (rec is None or rec.get("fingerprint") or dict(old.attrs).get("complete")):
+            raise OutputError(
+                f"{path}: holds predictions made with another model, input or settings; pass --overwrite "
+                "to replace them (the run starts over), or choose another --out")
         logger.warning("%s: replacing an earlier prediction of shape %s %s", path, old.shape, old.dtype)
     ensure_parent_groups(path, zarr_format)
     arr = zarr.create_array(
         store=str(path), shape=shape, chunks=tuple(int(min(c, s)) for c, s in zip(chunks, shape)),
         dtype=dtype, zarr_format=zarr_format, fill_value=0, overwrite=True,
     )
-    arr.attrs.update(jsonable({**attrs, RECORD_KEY: {}}))
+    arr.attrs.update(jsonable({**owner_attrs(), **attrs, RECORD_KEY: {}}))
     return arr

@@ -10,6 +10,7 @@ block, tile and batch sizes, never on the volume's.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -74,6 +75,7 @@ def predict_tiled(
     *,
     voxel_size: Sequence[float] | None = None,
     attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Job[Any]:
     """Predict probability maps ``(C, Z, Y, X)`` for a volume of any size (a generator job).
 
@@ -94,6 +96,9 @@ def predict_tiled(
         ``(z, y, x)`` nm, written as the output's ``resolution``.
     attrs
         Extra attributes for a zarr output.
+    overwrite
+        Replace a prediction at ``out`` that another model, input or settings made (by default
+        that is refused before anything is written); the same run's output is always resumed.
 
     Yields
     ------
@@ -158,9 +163,16 @@ def predict_tiled(
         "complete": False,
         **(attrs or {}),
     }
+    if isinstance(out, (str, os.PathLike)):
+        from .._outputs import check_output_space
+
+        nbytes = c_out * int(np.prod(shape)) * np.dtype(config.dtype).itemsize
+        # compressed maps take a fraction of this: refuse what cannot fit, warn on what may not
+        check_output_space(out, nbytes // 10, want_bytes=nbytes, what="the prediction")
     target = prepare_output(
         out, (c_out, *shape), (c_out, *block), config.dtype, meta,
         max_in_memory_gb=config.max_in_memory_gb, zarr_format=config.zarr_format,
+        fp=fp, resume=config.resume, overwrite=overwrite,
     )
     record = ResumeRecord(target, fp, len(blocks), resume=config.resume)
     todo = [b for b in blocks if not record.done[b.index]]

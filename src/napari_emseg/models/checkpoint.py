@@ -116,6 +116,9 @@ def save_checkpoint(
         "version": __version__,
     }
     path = Path(path)
+    from .._outputs import guard_foreign
+
+    guard_foreign(path, option="checkpoint")  # never replace a file napari-emseg did not write
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     logger.info("saved checkpoint %s (%s, %s)", path, cfg.arch, info.task)

@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .._lock import locks_output
 from ..config import Config, ConfigError
 from ..data.sampler import PatchBatches, VolumeSource, make_loader, open_sources
 from ..progress import Job
@@ -108,6 +109,7 @@ def _check_patch(job: Any, objective: torch.nn.Module) -> None:
                           f"e.g. --set data.patch={','.join(str(max(m, p // m * m)) for p, m in zip(job.data.patch[-len(multiple):], multiple))}")
 
 
+@locks_output("out_dir", when=lambda: dist_env().is_main)
 def pretrain(job: Any, data: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *, resume: bool = False,
              export: bool = True, card: Mapping[str, Any] | None = None, name: str | None = None,
              command: str | None = None) -> Job[PretrainResult]:
@@ -121,7 +123,9 @@ def pretrain(job: Any, data: Sequence[str | os.PathLike], out_dir: str | os.Path
         Volumes :func:`~napari_emseg.io.open_volume` reads; each batch draws one of them with
         equal probability.
     out_dir
-        Training checkpoints, TensorBoard logs and the exported ``<name>.safetensors``.
+        Training checkpoints, TensorBoard logs and the exported ``<name>.safetensors``. The run
+        (rank 0) holds ``OUT_DIR.lock`` (:mod:`napari_emseg._lock`): a second run into the same
+        folder is refused; its writability and free space are checked before training.
     resume
         Continue the run in ``out_dir`` exactly.
     export, card, name, command
@@ -133,9 +137,14 @@ def pretrain(job: Any, data: Sequence[str | os.PathLike], out_dir: str | os.Path
     paths = [os.fspath(p) for p in data]
     sources = open_sources(paths, job.data)  # every data error before any training
     check_resume(out_dir, method, resume)  # every rank, so none waits for a rank that failed
+    from .._outputs import check_not_input, check_output_space
+
+    check_not_input([Path(out_dir) / "checkpoints", Path(out_dir) / "tensorboard"], paths)
     torch.manual_seed(job.train.seed)  # same initial weights on every rank
     objective = module.build_objective(job)
     _check_patch(job, objective)
+    n_weights = sum(p.numel() for p in objective.parameters())  # a checkpoint: weights and two Adam moments
+    check_output_space(out_dir, 4 * 4 * n_weights + 2**20, what="the training checkpoints")
     rank = dist_env().rank
     stream = PatchBatches(sources, job.data, module.make_transform(job), rank=rank)
     pin = torch.cuda.is_available() and job.train.device != "cpu"
