@@ -4,7 +4,7 @@
     python scripts/train_oneclick_models.py boundaries  # ISBI 2012 membranes (neurons preset)
 
 Reads ../shared/data (never copied into the repository), fine-tunes the bundled MS-Con encoder
-on the first sections (all objects painted), measures on held-out sections, and writes
+with the default recipe on the first sections (all objects painted), measures on held-out sections, and writes
 ``src/napari_emseg/models/weights/<name>.safetensors`` with a model card holding the data,
 its terms, the command and the measured scores.
 """
@@ -22,13 +22,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 WEIGHTS = ROOT / "src" / "napari_emseg" / "models" / "weights"
-ENCODER = "mscon-resunet-small-drosophila-vnc"
 ISBI_TERMS = ("ISBI 2012: free for developing and testing non-commercial segmentation software; cite "
               "Cardona et al. 2010 (PLoS Biol 8:e1000502) and Arganda-Carreras et al. 2015 (Front. Neuroanat. 9:142)")
 VNC_TERMS = "Gerhard et al. 2013, CC BY-NC-SA 3.0, doi:10.6084/m9.figshare.856713"
 
 
-def train(kind: str, steps: int, minutes: float, threads: int, downsample: int = 1) -> dict:
+def train(kind: str, steps: int, minutes: float, threads: int, downsample: int = 1, encoder: str = "auto",
+          seed: int = 0) -> dict:
     import torch
 
     from napari_emseg.evaluation import evaluate
@@ -36,7 +36,6 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     from napari_emseg.models.checkpoint import load_checkpoint, load_model, save_checkpoint
     from napari_emseg.progress import drain
     from napari_emseg.resample import VoxelMatchConfig
-    from napari_emseg.tuning import tune_postprocess
     from napari_emseg.workflows import SegmentConfig, segment_job
 
     torch.set_num_threads(threads)
@@ -64,25 +63,18 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
         painted[z] = labels[z]
     # ISBI's cells are 2D components (ids differ between sections): train in-plane boundaries
     target = "boundaries" if task == "neurons" else "auto"
-    cfg = FineTuneConfig(task=task, target=target, patch=(4, 128, 128), batch_size=2, steps=steps, time_limit_min=minutes,
-                         lr=1e-3, validate_every=50, patience=8,
+    # the default recipe (2D network for these serial sections, calibrated post-processing)
+    cfg = FineTuneConfig(task=task, target=target, steps=steps, time_limit_min=minutes, seed=seed,
+                         validate_every=50, patience=8,
                          # train on this grid (binned data gives more context), not the encoder's
                          voxel_match=VoxelMatchConfig(enabled=False))
     t0 = time.time()
-    res = drain(fine_tune(ENCODER, raw, painted, cfg, out=WEIGHTS / f"{name}.safetensors", voxel_size=vs,
+    res = drain(fine_tune(encoder, raw, painted, cfg, out=WEIGHTS / f"{name}.safetensors", voxel_size=vs,
                           source=data), desc=name)
     train_s = time.time() - t0
     model = load_model(res.checkpoint)
-    # thresholds tuned on what was painted (the last painted sections), as a user would with --tune
-    tune_z = slice(train_z[-6], train_z[-1] + 1)
-    tuned_seg = drain(segment_job(model, raw[tune_z], SegmentConfig(), voxel_size=vs, postprocess=False),
-                      desc="tune")
-    tuned = tune_postprocess(tuned_seg.predictions, model.info.target, painted[tune_z],
-                             offsets=model.info.offsets, voxel_size=vs)
-    print(f"tuned post-processing on painted sections: {tuned.score:.3f} ({tuned.metric})")
-    key = "neurons" if task == "neurons" else "mitochondria"
-    seg_cfg = SegmentConfig().replace(**{key: tuned.config})
-    seg = drain(segment_job(model, raw[test_z], seg_cfg, voxel_size=vs), desc="evaluate")
+    # segment as a user does: the post-processing calibrated on the painted sections
+    seg = drain(segment_job(res.checkpoint, raw[test_z], SegmentConfig(), voxel_size=vs), desc="evaluate")
     truth = gt[test_z]
     if task == "mitochondria":
         scores = evaluate(seg.labels, truth, "mitochondria")
@@ -94,15 +86,16 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     ck = load_checkpoint(res.checkpoint)
     card = dict(ck.card)
     card.update({
-        "name": name, "family": "ResUNet-3D widths 16/32/64/128", "data": data, "licence": f"Non-commercial: {terms}",
-        "description": f"One-click {task} model: {ENCODER} fine-tuned with napari-emseg on real ssTEM.",
+        "name": name, "family": f"{model.config.arch} widths {'/'.join(map(str, model.config.widths))}", "data": data,
+        "licence": f"Non-commercial: {terms}",
+        "description": f"One-click {task} model: fine-tuned with napari-emseg's default recipe on real ssTEM "
+                       f"(encoder {card.get('layout', {}).get('arch', '')} from {encoder!r}).",
         "held_out_scores": {"sections": f"{test_z.start}-{test_z.stop - 1}", **scores},
-        "postprocess": {"target": model.info.target, **tuned.config.to_dict()},
         "generalises_to": "serial-section TEM of insect neuropil at ~4-5 nm pixels, 40-50 nm sections; "
                           "on other tissue, microscopes or resolutions fine-tune on a few painted slices",
         "train_wall_time_s": round(train_s, 1),
         "command": f"python scripts/train_oneclick_models.py {kind} --steps {steps} --minutes {minutes} "
-                   f"--downsample {downsample}",
+                   f"--downsample {downsample} --encoder {encoder} --seed {seed}",
     })
     save_checkpoint(res.checkpoint, model, job=ck.job, card=card)
     print(json.dumps({"model": str(res.checkpoint), "steps": res.steps, "stopped": res.stopped,
@@ -117,11 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, default=20.0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--downsample", type=int, default=1, help="bin x/y by this factor before training")
+    p.add_argument("--encoder", default="auto", help="encoder to start from (default: the recipe's choice)")
+    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if not DATA.exists():
         print(f"{DATA} not found: this script needs the shared EM data", file=sys.stderr)
         return 1
-    train(args.kind, args.steps, args.minutes, args.threads, args.downsample)
+    train(args.kind, args.steps, args.minutes, args.threads, args.downsample, args.encoder, args.seed)
     return 0
 
 

@@ -55,7 +55,8 @@ class EncoderWidget(QWidget):
         if extra is not None:
             self._entries[str(extra)] = extra
         for name, entry in self._entries.items():
-            label = name if isinstance(entry, Path) else f"{name}    [{entry.source}]"
+            label = name if isinstance(entry, Path) else (
+                f"{name}    [best for the data]" if isinstance(entry, str) else f"{name}    [{entry.source}]")
             item = QListWidgetItem(label)
             item.setData(Qt.ItemDataRole.UserRole, name)
             self.list.addItem(item)
