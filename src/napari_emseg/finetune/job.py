@@ -191,7 +191,9 @@ def fine_tune(
     kind = _target_kind(cfg, ann)
     plan = _voxel_plan(encoder, voxel_size, cfg, ann)
     voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
-    model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
+    with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow cfg.seed (reproducible runs)
+        torch.manual_seed(cfg.seed)
+        model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
     if out is not None:  # before training, not after: the checkpoint is about 4 bytes a weight
         check_output_space(out, 1.25 * 4 * sum(p.numel() for p in model.state_dict().values()) + 2**20,
                            what="the checkpoint")
