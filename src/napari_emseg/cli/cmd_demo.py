@@ -2,11 +2,14 @@
 
 1. generate the synthetic EM sample (raw image with neuron and mitochondria ground truth);
 2. "paint" two slices per task from the ground truth, as a user would in napari;
-3. fine-tune the bundled pretrained encoder on them (mitochondria, then neurons);
-4. segment the whole volume with each model (tiled inference + watershed / waterz);
-5. tune the post-processing thresholds on the painted slices (no re-prediction), as the
-   Segment widget's "Tune thresholds on painted slices" does;
-6. score both against the ground truth of the whole volume; write zarr labels and PNG overlays.
+3. fine-tune the bundled pretrained encoder on them (mitochondria, then neurons); each fine-tune
+   ends by calibrating the post-processing thresholds on the painted slices and storing them
+   in the checkpoint (:mod:`napari_emseg.finetune.calibrate`);
+4. segment the whole volume with each model (tiled inference + watershed / waterz), with the
+   default thresholds and with the checkpoint's calibrated ones (what ``segment`` uses);
+5. score both against the ground truth of the whole volume; write zarr labels and PNG overlays.
+
+The same ``--seed`` (and shape, steps, slices) gives the same numbers on the CPU.
 
 The same flow in napari: open the sample (File > Open Sample > napari-emseg), paint in a Labels
 layer (Fine-tune widget > New labels layer), press Start, then Segment.
@@ -83,7 +86,8 @@ def _run(args: argparse.Namespace, out: Path, t0: float) -> int:
     from ..io import write_volume
     from ..progress import drain
     from ..resample import VoxelMatchConfig
-    from ..tuning import tune_job
+    from ..calibration import describe_source, resolve_postprocess
+    from ..models.checkpoint import load_checkpoint
     from ..workflows import (
         SegmentConfig,
         postprocess_job,
@@ -120,17 +124,19 @@ def _run(args: argparse.Namespace, out: Path, t0: float) -> int:
                     desc=f"predict {task}", show=not args.quiet)
         default_labels = drain(postprocess_job(seg, SegmentConfig()), desc=f"segment {task}", show=not args.quiet)
         results[f"{task} (default thresholds)"] = _scores(default_labels, truth, task)
-        best = drain(tune_job(seg.predictions, seg.target, painted, offsets=seg.offsets, voxel_size=em.voxel_size),
-                     desc=f"tune {task} thresholds on the painted slices", show=not args.quiet)
-        cfg = SegmentConfig().replace(**{SegmentConfig.section_for(seg.target): best.config})
+        # the thresholds fine_tune calibrated on the painted slices, stored in the checkpoint: what
+        # `segment` and the Segment widget use by default with this model
+        post, seg.postprocess_source = resolve_postprocess(load_checkpoint(tuned.checkpoint, tensors=False).card,
+                                                           seg.target)
+        print(f"{task} {describe_source(seg.postprocess_source)}")
+        cfg = SegmentConfig().replace(**{SegmentConfig.section_for(seg.target): post})
         seg.labels = drain(postprocess_job(seg, cfg), show=False)
         seg.paths["labels"] = write_labels(out / f"{task}.zarr" / "labels", seg.labels, em.voxel_size, {
-            "target": seg.target, "postprocess": best.config.to_dict(),
-            "tuning": {"metric": best.metric, "score": best.score, "painted_slices": zs}})
+            "target": seg.target, "postprocess": post.to_dict(), "postprocess_source": seg.postprocess_source})
         drain(record_segmentation_job(seg, tuned.checkpoint, em.raw, cfg, out / f"{task}.zarr",
                                       attrs={"source": {"image": f"{out / 'sample.zarr'}:raw"}},
                                       command=["napari-emseg", "demo"], started=started), show=False)
-        results[f"{task} (tuned on painted)"] = _scores(seg.labels, truth, task)
+        results[f"{task} (calibrated on painted)"] = _scores(seg.labels, truth, task)
         write_overlay(out / f"{task}_overlay.png", em.raw, seg.labels, truth, zs)
     from .._atomic import atomic_write_text
 
@@ -156,7 +162,7 @@ def print_table(results: dict[str, dict]) -> None:
     for row, res in results.items():
         cells = "  ".join(f"{k}={res[k]:.3f}" if isinstance(res.get(k), float) else f"{k}={res.get(k)}"
                           for k in keys[row.split()[0]] if k in res)
-        print(f"  {row:<34} {cells}")
+        print(f"  {row:<38} {cells}")
 
 
 def write_overlay(path: Path, raw: np.ndarray, labels: np.ndarray, truth: np.ndarray, painted: list[int]) -> None:
