@@ -128,6 +128,10 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
     """Read a checkpoint (header only when ``tensors=False``).
 
+    With ``tensors`` the header is first checked against the network the metadata describes
+    (:func:`~.validate.check_header`: names, shapes, size; built on the meta device), so a
+    damaged or forged file is refused before anything big is allocated.
+
     Raises
     ------
     CheckpointNotFoundError, CorruptCheckpointError, NotACheckpointError
@@ -143,7 +147,6 @@ def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            data = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CorruptCheckpointError(
             f"checkpoint {path} is damaged or not a safetensors file ({err}); "
@@ -161,7 +164,23 @@ def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
         job = json.loads(meta.get("job") or "null")
     except (KeyError, ValueError, ConfigError) as err:
         raise CorruptCheckpointError(f"checkpoint {path}: unreadable metadata ({err})") from None
+    data = _read_tensors(path, config, info) if tensors else {}
     return Checkpoint(path, config, info, card, job, data, meta.get("version", ""))
+
+
+def _read_tensors(path: Path, config: ModelConfig, info: ModelInfo) -> dict[str, torch.Tensor]:
+    """The weights, once the header is known to describe exactly the network of the metadata
+    (checked on the meta device, so a forged header never allocates its model)."""
+    from .validate import check_header
+
+    try:
+        check_header(path, config, info)
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CorruptCheckpointError(
+            f"checkpoint {path} is damaged or not a safetensors file ({err}); re-download or re-save it"
+        ) from None
 
 
 def load_model(
@@ -187,7 +206,7 @@ def load_model(
     expect_in_channels
         Raise :class:`ChannelMismatchError` unless the model takes this many channels.
     """
-    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)
+    ckpt = path if isinstance(path, Checkpoint) and path.tensors else load_checkpoint(getattr(path, "path", path))
     if expect_task is not None and ckpt.info.task != expect_task:
         raise TaskMismatchError(
             f"checkpoint {ckpt.path} was trained for {ckpt.info.task!r} ({ckpt.info.target}: "
