@@ -53,6 +53,7 @@ class SliceStack(_LazyHandle):
             shape = (len(self.files), *first.shape)
             dtype = first.dtype
             axes = "Z" + ("YXS" if first.ndim == 3 else "YX")
+            check_slice_shapes(self.files, tuple(first.shape))
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.axes = axes
@@ -82,11 +83,49 @@ class SliceStack(_LazyHandle):
         key = key if isinstance(key, tuple) else (key,)
         zkey, rest = key[0], key[1:]
         if isinstance(zkey, (int, np.integer)):
-            return _read_image(self.files[int(zkey)])[rest]
+            return self._slice(int(zkey))[rest]
         idx = range(len(self.files))[zkey]
         if len(idx) == 0:
             return np.zeros((0, *self.shape[1:]), self.dtype)[(slice(None), *rest)]
-        return np.stack([_read_image(self.files[i])[rest] for i in idx])
+        return np.stack([self._slice(i)[rest] for i in idx])
+
+    def _slice(self, i: int) -> np.ndarray:
+        img = _read_image(self.files[i])
+        if img.shape != self.shape[1:]:  # changed since the folder was opened, or a header that lied
+            from .io import VolumeError
+
+            raise VolumeError(f"{self.files[i]}: slice of shape {img.shape}, but the folder's slices are "
+                              f"{self.shape[1:]}; every slice must have the same size: remove or resize it")
+        return img
+
+
+def check_slice_shapes(files: Sequence[str], shape: tuple[int, ...]) -> None:
+    """Every slice of a folder must have the first one's shape (read from each file's header only)."""
+    from .io import VolumeError
+
+    for f in files[1:]:
+        other = _image_shape(f)
+        if other is not None and tuple(other[:2]) != tuple(shape[:2]):
+            raise VolumeError(
+                f"{f}: slice of {other[0]} x {other[1]} pixels, but {Path(files[0]).name} (the first slice) is "
+                f"{shape[0]} x {shape[1]}; every slice of a folder must have the same size and type: remove or "
+                "resize the odd one")
+
+
+def _image_shape(path: str) -> tuple[int, ...] | None:
+    """A 2D image file's ``(height, width, ...)`` from its header (``None`` when unreadable)."""
+    try:
+        if path.lower().endswith((".tif", ".tiff")):
+            import tifffile
+
+            with tifffile.TiffFile(path) as tf:
+                return tuple(int(s) for s in tf.series[0].shape)
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return (im.height, im.width)
+    except Exception:  # noqa: BLE001 - unreadable here: the read itself will say why
+        return None
 
 
 def _read_image(path: str) -> np.ndarray:

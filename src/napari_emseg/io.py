@@ -76,6 +76,7 @@ def open_volume(
     *,
     channel: int | None = None,
     voxel_size: Sequence[float] | None = None,
+    axes: str | None = None,
 ) -> Volume:
     """Open a grayscale volume lazily.
 
@@ -84,7 +85,13 @@ def open_volume(
     path
         A file, folder or container URI. See the module docstring for the formats.
     channel
-        For multi-channel or RGB data, which channel to take.
+        For multi-channel or RGB data, which channel to take; an error on data without a
+        channel axis.
+    axes
+        The stored array's axes, one letter each from ``tczyx`` (``"zyx"``, ``"cyx"``,
+        ``"czyx"``, ``"yx"`` ...), for files whose layout is ambiguous; ``None``: the rules of
+        :mod:`napari_emseg._axes` (a 3- or 4-slice TIFF is z-slices, axes of length 1 are
+        never channels).
     voxel_size
         ``(z, y, x)`` in nm, overriding what the file says (or supplying it when it says nothing).
 
@@ -167,7 +174,7 @@ def open_volume(
     except (OSError, ValueError, TypeError) as err:
         raise VolumeError(f"{text}: cannot read it ({type(err).__name__}: {err})") from err
 
-    arr = _to_grayscale_3d(arr, text, channel, axes_hint)
+    arr = _to_grayscale_3d(arr, text, channel, axes_hint, axes)
     if voxel_size is not None:
         vs = _check_voxel_size(voxel_size, text)
         known = True
@@ -195,55 +202,11 @@ def _check_voxel_size(vs: Sequence[float], where: str) -> tuple[float, float, fl
     return (vals[0], vals[1], vals[2])
 
 
-def _to_grayscale_3d(arr: Any, where: str, channel: int | None, axes: str | None) -> Any:
-    """Check dtype and size; squeeze singleton axes; pick a channel; make 2D a one-slice volume."""
-    import dask.array as da
+def _to_grayscale_3d(arr: Any, where: str, channel: int | None, hint: str | None, axes: str | None = None) -> Any:
+    """Check dtype and size, pick a channel, name the axes z, y, x (rules: :mod:`napari_emseg._axes`)."""
+    from ._axes import to_zyx
 
-    if arr.dtype.kind not in "biuf":
-        raise VolumeError(
-            f"{where}: data type {arr.dtype} is not numeric; EM volumes are integer or float images"
-        )
-    if arr.size == 0 or 0 in arr.shape:
-        raise VolumeError(f"{where}: the array is empty (shape {tuple(arr.shape)})")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    # channel axis: explicit from TIFF axes (S = samples, C = channel), else a small last/first axis
-    ch_axis = None
-    if axes and len(axes) == arr.ndim:
-        for letter in "SC":
-            if letter in axes and arr.shape[axes.index(letter)] > 1:
-                ch_axis = axes.index(letter)
-    if ch_axis is None and arr.ndim >= 3:
-        shape = arr.shape
-        if arr.ndim == 4:
-            small = [i for i, s in enumerate(shape) if s <= 4 and s > 1]
-            ch_axis = small[0] if len(small) == 1 else None
-        if arr.ndim == 3 and shape[-1] in (3, 4) and min(shape[:2]) > 4:
-            ch_axis = 2
-    if ch_axis is not None:
-        n = arr.shape[ch_axis]
-        if channel is None:
-            raise VolumeError(
-                f"{where}: has {n} channels (shape {tuple(arr.shape)}, channel axis {ch_axis}); "
-                f"EM segmentation needs one grayscale channel: pass channel=0..{n - 1} "
-                f"(CLI: --channel N) or convert the image to grayscale"
-            )
-        if not 0 <= channel < n:
-            raise VolumeError(f"{where}: channel {channel} out of range 0..{n - 1}")
-        arr = da.take(arr, channel, axis=ch_axis)
-    elif channel not in (None, 0):
-        raise VolumeError(f"{where}: has a single channel; channel={channel} does not exist")
-    # drop singleton axes beyond three (e.g. OME t=1, c=1)
-    while arr.ndim > 3 and 1 in arr.shape:
-        arr = arr.squeeze(axis=arr.shape.index(1))
-    if arr.ndim == 2:
-        arr = arr[None]
-    if arr.ndim != 3:
-        raise VolumeError(
-            f"{where}: expected a 2D image or a 3D volume, got {arr.ndim} dimensions "
-            f"{tuple(arr.shape)}; select one time point/channel first (e.g. 'file.zarr:path/to/3d')"
-        )
-    return arr
+    return to_zyx(arr, where, channel=channel, axes=axes, hint=hint)
 
 
 # ---------------------------------------------------------------------------------------------

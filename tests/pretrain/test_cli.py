@@ -59,7 +59,7 @@ def test_dry_run_prints_the_resolved_config(em_npy, capsys):
     [
         ("missing", "nope.npy: no such file"),
         ("constant", "const.npy: every sampled voxel"),
-        ("nan", "nan.npy: holds NaN"),
+        ("nan", "nan.npy has 4096 NaN voxels"),
         ("big_patch", "em.npy: volume (12, 96, 96) (z, y, x) is smaller than the patch (16, 32, 32)"),
         ("bad_multiple", "data.patch (2, 40, 40) must be a multiple of (1, 16, 16)"),
         ("bad_field", "has no field 'nonsense'"),

@@ -52,12 +52,15 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
     post = None
     if task != "none":
         post = post_base(args, info.target).override(getattr(args, "post_overrides", []))
-    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
+    from ..cli.cmd_segment import _voxel_size
+
+    vs = _voxel_size(args)
     cfg = BlockwiseConfig(blocks=blocks)
     t0 = time.perf_counter()
     job = segment_blockwise_job(
         args.model, args.image, args.out, inference, post, cfg, extract=task != "none",
         scheduler=args.scheduler, local_workers=args.local_workers, channel=args.channel, voxel_size=vs,
+        axes=getattr(args, "axes", None),
         overwrite=getattr(args, "overwrite", False),
     )
     result = drain(job, desc="blockwise", show=not args.quiet)

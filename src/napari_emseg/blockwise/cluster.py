@@ -176,6 +176,7 @@ class VolumeRef:
     uri: str
     channel: int | None = None
     voxel_size: tuple[float, float, float] | None = None
+    axes: str | None = None
 
 
 def open_ref(ref: Any) -> Any:
@@ -187,5 +188,6 @@ def open_ref(ref: Any) -> Any:
     if key not in cache:
         from ..io import open_volume
 
-        cache[key] = SyncArray(open_volume(ref.uri, channel=ref.channel, voxel_size=ref.voxel_size).data)
+        cache[key] = SyncArray(open_volume(ref.uri, channel=ref.channel, voxel_size=ref.voxel_size,
+                                                axes=ref.axes).data)
     return cache[key]

@@ -56,6 +56,7 @@ def segment_blockwise_job(
     processes: bool = True,
     channel: int | None = None,
     voxel_size: tuple[float, float, float] | None = None,
+    axes: str | None = None,
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Job[BlockwiseSegmentation]:
@@ -81,9 +82,9 @@ def segment_blockwise_job(
     scheduler, local_workers, processes
         A ``distributed.Client``, a scheduler address, or ``None`` for a ``LocalCluster`` of
         ``local_workers`` workers (processes, or threads with ``processes=False``).
-    channel, voxel_size
-        For a path: the channel of a multi-channel image, and the voxel size when the file
-        has none.
+    channel, voxel_size, axes
+        For a path: the channel of a multi-channel image, the voxel size when the file
+        has none, and the stored axes when the file is ambiguous (see ``open_volume``).
     attrs
         Extra attributes for both arrays.
     overwrite
@@ -96,8 +97,8 @@ def segment_blockwise_job(
     out = Path(os.fspath(out))
     pred_path = str(out / PREDICTIONS)
     if isinstance(image, (str, os.PathLike)):
-        vol = open_volume(image, channel=channel, voxel_size=voxel_size)
-        ref: Any = VolumeRef(os.fspath(image), channel, tuple(voxel_size) if voxel_size else None)
+        vol = open_volume(image, channel=channel, voxel_size=voxel_size, axes=axes)
+        ref: Any = VolumeRef(os.fspath(image), channel, tuple(voxel_size) if voxel_size else None, axes)
         local, vs = SyncArray(vol.data), (vol.voxel_size if vol.voxel_size_known else None)
     else:
         ref, local, vs = image, (SyncArray(image) if hasattr(image, "compute") else image), voxel_size

@@ -13,14 +13,18 @@ import math
 import sys
 from typing import Any
 
+from ._args import add_axes_argument, positive_int
+
 HELP = "score a segmentation against ground truth (VOI, ARAND, AP by size, IoU/F1)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pred", required=True, help="predicted labels: x.zarr:labels, file.tif, x.h5:seg, ...")
     p.add_argument("--gt", required=True, help="ground-truth labels, same shape (any format open_volume reads)")
+    add_axes_argument(p, "--pred-axes", of="--pred")
+    add_axes_argument(p, "--gt-axes", of="--gt")
     p.add_argument("--task", required=True, choices=("neurons", "mitochondria", "semantic"))
-    p.add_argument("--classes", type=int, default=None, help="semantic: number of classes (default: from the labels)")
+    p.add_argument("--classes", type=positive_int, default=None, help="semantic: number of classes (default: from the labels)")
     p.add_argument("--size-bins", default="5000,15000", metavar="SMALL,MEDIUM",
                    help="mitochondria: upper bounds of the small and medium bins in voxels (default 5000,15000)")
     p.add_argument("--json", action="store_true", help="print JSON (NaN as null)")
@@ -31,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import VolumeError, open_volume
 
     bins = _parse_bins(args.size_bins)
-    pred = open_volume(args.pred)
-    gt = open_volume(args.gt)
+    pred = open_volume(args.pred, axes=args.pred_axes)
+    gt = open_volume(args.gt, axes=args.gt_axes)
     if tuple(pred.data.shape) != tuple(gt.data.shape):
         raise VolumeError(
             f"--pred {args.pred} has shape {tuple(pred.data.shape)} but --gt {args.gt} has "

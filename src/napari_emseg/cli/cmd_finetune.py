@@ -6,7 +6,8 @@ Paint every object of a task on two or three slices of a Labels volume (0 elsewh
         --encoder mscon-resunet-em --out mito.safetensors --steps 500
 
 The checkpoint rebuilds its model (``napari-emseg segment --model mito.safetensors``).
-Ctrl-C stops training and still saves the best model so far.
+Ctrl-C, or SIGTERM (``timeout``, SLURM, ``docker stop``), stops training and still saves the
+best model so far (exit status 130).
 """
 
 from __future__ import annotations
@@ -15,6 +16,15 @@ import argparse
 import logging
 
 from ..resample import add_voxel_match_arguments, voxel_match_from_args
+from ._args import (
+    add_axes_argument,
+    check_out_kind,
+    int_triple,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    voxel_size,
+)
 
 HELP = "fine-tune an encoder on painted slices (neurons, mitochondria, semantic)"
 logger = logging.getLogger(__name__)
@@ -29,22 +39,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing checkpoint at OUT written by napari-emseg (never other files)")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default 300)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="stop after this many minutes")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 300)")
+    p.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN", help="stop after this many minutes")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense",
                    help="dense: painted slices are complete; scribbles: 0 is unknown everywhere")
-    p.add_argument("--background-label", type=int, default=None, help="scribbles: the background label (default 1)")
+    p.add_argument("--background-label", type=non_negative_int, default=None, help="scribbles: the background label (default 1)")
     p.add_argument("--target", choices=["auto", "affinities", "boundaries", "bcd", "semantic"], default=None)
-    p.add_argument("--patch", default=None, help="training patch z,y,x")
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--patch", type=int_triple, default=None, metavar="Z,Y,X", help="training patch z,y,x")
+    p.add_argument("--lr", type=positive_float, default=None)
     p.add_argument("--freeze", choices=["none", "encoder", "transformer"], default=None)
-    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
-    p.add_argument("--voxel-size", default=None, help="z,y,x nm when the file does not say")
+    p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
+    add_axes_argument(p)
+    add_axes_argument(p, "--labels-axes", of="--labels")
+    p.add_argument("--voxel-size", type=voxel_size, default=None, metavar="Z,Y,X",
+                   help="z,y,x nm when the file does not say")
     add_voxel_match_arguments(p)
     p.add_argument("--config", default=None, help="YAML/JSON FineTuneConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any FineTuneConfig field, e.g. --set batch_size=4 (repeatable)")
-    p.add_argument("--suggest", type=int, default=0, metavar="N",
+    p.add_argument("--suggest", type=non_negative_int, default=0, metavar="N",
                    help="after training, print the N slices to paint next (napari-emseg suggest)")
 
 
@@ -56,7 +69,7 @@ def build_config(args: argparse.Namespace):
               "background_label": args.background_label, "lr": args.lr, "freeze": args.freeze,
               "time_limit_min": args.time_limit}
     if args.patch:
-        direct["patch"] = tuple(int(v) for v in args.patch.split(","))
+        direct["patch"] = tuple(args.patch)
     cfg = cfg.replace(**{k: v for k, v in direct.items() if v is not None})
     cfg = cfg.replace(voxel_match=voxel_match_from_args(args, cfg.voxel_match))
     return cfg.override(args.overrides)
@@ -70,19 +83,22 @@ def run(args: argparse.Namespace) -> int:
     from ..io import open_volume
     from ..progress import drain
 
+    check_out_kind(args.out, "file")
     encoder = args.encoder if Path(args.encoder).suffix else None  # a file, not a catalogue name
     check_outputs([args.out], [args.image, args.labels, encoder, args.config], overwrite=args.overwrite)
     cfg = build_config(args)
-    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
-    image = open_volume(args.image, channel=args.channel, voxel_size=vs)
-    labels = open_volume(args.labels)
+    image = open_volume(args.image, channel=args.channel, voxel_size=args.voxel_size, axes=args.axes)
+    labels = open_volume(args.labels, axes=args.labels_axes)
     result = drain(fine_tune(args.encoder, image.data, labels.data, cfg, out=args.out,
                              voxel_size=image.voxel_size if image.voxel_size_known else None, source=args.image),
                    desc="fine-tune", show=not args.quiet)
     loss = result.metrics.get("loss")
+    loss_text = f", loss {loss:.4f}" if loss is not None else ""
     best = f", best held-out loss {result.best_metric:.4f}" if result.best_metric is not None else ""
-    print(f"{result.checkpoint}: {result.steps} steps ({result.stopped}), loss {loss:.4f}{best}, "
+    print(f"{result.checkpoint}: {result.steps} steps ({result.stopped}){loss_text}{best}, "
           f"{result.elapsed_s / 60:.1f} min")
+    if result.stopped == "cancelled":  # Ctrl-C or SIGTERM: the best model so far is saved
+        return 130
     if args.suggest > 0:
         from .cmd_suggest import print_suggestions, suggest
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 
+from ._args import add_axes_argument, non_negative_int
+
 HELP = "describe a volume (shape, dtype, voxel size, chunks)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="volume: file.tif, folder of slices, x.zarr[:key], x.n5:key, x.h5:key, x.npy")
-    p.add_argument("--channel", type=int, default=None, help="channel to take from multi-channel data")
+    p.add_argument("--channel", type=non_negative_int, default=None, help="channel to take from multi-channel data")
+    add_axes_argument(p, of="the volume")
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..io import open_volume
 
-    vol = open_volume(args.path, channel=args.channel)
+    vol = open_volume(args.path, channel=args.channel, axes=args.axes)
     info = {
         "path": vol.path,
         "shape": list(vol.data.shape),

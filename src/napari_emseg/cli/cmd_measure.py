@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 
+from ._args import add_axes_argument, check_out_kind, non_negative_int, voxel_size
+
 HELP = "per-object morphometrics in physical units (volume, surface, length, branching) to CSV"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("labels", help="instance labels (zarr, tif, ...; 0 = background)")
-    p.add_argument("--voxel-size", default=None, metavar="Z,Y,X",
+    add_axes_argument(p, of="the labels")
+    p.add_argument("--voxel-size", type=voxel_size, default=None, metavar="Z,Y,X",
                    help="nm (default: what the labels file records; required when it records nothing)")
     p.add_argument("--image", default=None, help="image of the same shape: adds each object's mean intensity")
-    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
+    add_axes_argument(p, "--image-axes", of="--image")
     p.add_argument("--csv", default=None, help="write the table here (default: print it)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing CSV written by 'measure' (never other files, nor an input)")
@@ -37,20 +41,16 @@ def run(args: argparse.Namespace) -> int:
     from ..morphometrics import MeasureConfig, csv_text, measure_job, write_csv
     from ..progress import drain
 
-    vs = None
-    if args.voxel_size:
-        try:
-            vs = tuple(float(v) for v in args.voxel_size.split(","))
-        except ValueError:
-            raise EmsegError(f"--voxel-size {args.voxel_size!r}: expected numbers z,y,x in nm, e.g. 40,8,8") from None
+    vs = args.voxel_size
     if args.csv:
         from .._outputs import check_outputs
 
         check_outputs([args.csv], [args.labels, args.image], overwrite=args.overwrite, option="--csv")
-    labels = open_volume(args.labels, voxel_size=vs)
+    check_out_kind(args.csv, "file", "--csv")
+    labels = open_volume(args.labels, voxel_size=vs, axes=args.axes)
     if not labels.voxel_size_known:
         raise EmsegError(f"{args.labels} does not record its voxel size: give it with --voxel-size z,y,x (nm)")
-    image = open_volume(args.image, channel=args.channel).data if args.image else None
+    image = open_volume(args.image, channel=args.channel, axes=args.image_axes).data if args.image else None
     cfg = MeasureConfig(surface=args.surface, skeleton=not args.no_skeleton)
     table = drain(measure_job(labels.data, labels.voxel_size, image, cfg), desc="measure", show=not args.quiet)
     n = len(table["label"])

@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from ..resample import add_voxel_match_arguments, voxel_match_from_args
+from ._args import (
+    add_axes_argument,
+    check_out_kind,
+    fraction,
+    int_triple,
+    non_negative_int,
+    positive_int,
+    voxel_size,
+)
 
 HELP = "predict probability maps with a checkpoint, tiled over a volume of any size"
 PREDICTIONS = "predictions"
@@ -35,18 +44,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=["mitochondria", "neurons"], default=None,
                    help="one-click: the bundled model and tuned settings for this structure (instead of --model)")
     p.add_argument("--out", required=True, help=f"output zarr container; maps go to OUT/{PREDICTIONS}")
-    p.add_argument("--tile", default=None, metavar="Z,Y,X", help="tile shape (default: the model's)")
-    p.add_argument("--overlap", type=float, default=None, help="tile overlap fraction (default 0.25)")
-    p.add_argument("--batch", type=int, default=None, help="tiles (3D) or planes (2D) per pass; halved on OOM")
-    p.add_argument("--block", default=None, metavar="Z,Y,X", help="output block (default 32,256,256)")
+    p.add_argument("--tile", type=int_triple, default=None, metavar="Z,Y,X", help="tile shape (default: the model's)")
+    p.add_argument("--overlap", type=fraction, default=None, help="tile overlap fraction in [0, 1) (default 0.25)")
+    p.add_argument("--batch", type=positive_int, default=None, help="tiles (3D) or planes (2D) per pass; halved on OOM")
+    p.add_argument("--block", type=int_triple, default=None, metavar="Z,Y,X", help="output block (default 32,256,256)")
     p.add_argument("--device", default=None, help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
     p.add_argument("--precision", choices=["auto", "bf16", "fp16", "fp32"], default=None)
     p.add_argument("--tta", action="store_true", help="average over flips (8x slower in 3D)")
     p.add_argument("--ortho", action="store_true", help="2D model: average xy, xz and yz planes (isotropic data)")
     p.add_argument("--mode", choices=["auto", "3d", "slices", "ortho"], default=None)
     p.add_argument("--dtype", choices=["float16", "uint8"], default=None, help="output type (default float16)")
-    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
-    p.add_argument("--voxel-size", default=None, metavar="Z,Y,X", help="nm, when the file does not say")
+    p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
+    add_axes_argument(p)
+    p.add_argument("--voxel-size", type=voxel_size, default=None, metavar="Z,Y,X", help="nm, when the file does not say")
     p.add_argument("--restart", action="store_true", help="ignore an interrupted run's output and start over")
     p.add_argument("--overwrite", action="store_true",
                    help="replace napari-emseg's earlier output at OUT made with another model, input or settings "
@@ -65,6 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tune", default=None, metavar="LABELS",
                    help="painted labels (0 = unlabelled): first choose the post-processing thresholds that "
                         "score best on the painted slices, print them, then extract instances with them")
+    add_axes_argument(p, "--tune-axes", of="--tune")
     p.add_argument("--tune-metric", choices=["auto", "arand", "voi", "ap", "ap50", "ap75", "iou"], default="auto",
                    help="what --tune maximises (auto: ARAND for neurons, AP for mitochondria)")
     p.add_argument("--tune-grid", action="append", default=[], metavar="FIELD=V1,V2,...",
@@ -72,18 +83,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML/JSON InferenceConfig to start from")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any InferenceConfig field, e.g. --set blend=linear (repeatable)")
-    p.add_argument("--blocks", default=None, metavar="Z,Y,X",
+    p.add_argument("--blocks", type=int_triple, default=None, metavar="Z,Y,X",
                    help="blockwise on dask.distributed: predict and extract instances in blocks of this core, "
                         "stitched into global ids (docs/scale-out.md)")
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="with --blocks: address of a running dask scheduler (default: a local cluster)")
-    p.add_argument("--local-workers", type=int, default=None, metavar="N",
+    p.add_argument("--local-workers", type=positive_int, default=None, metavar="N",
                    help="with --blocks: workers of the local cluster, one model each (default 1)")
 
 
-def _triple(text: str | None) -> tuple[int, int, int] | None:
+def _triple(text: str | tuple[int, ...] | None) -> tuple[int, int, int] | None:
     if not text:
         return None
+    if not isinstance(text, str):  # already parsed by the option's type
+        return tuple(int(v) for v in text)  # type: ignore[return-value]
     from ..errors import EmsegError
 
     try:
@@ -93,6 +106,25 @@ def _triple(text: str | None) -> tuple[int, int, int] | None:
     if len(vals) != 3 or min(vals) < 1:
         raise EmsegError(f"{text!r}: expected three positive integers z,y,x, e.g. 16,128,128")
     return vals  # type: ignore[return-value]
+
+
+def _voxel_size(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """``--voxel-size`` (parsed by its type; a string from older callers is parsed here)."""
+    vs = getattr(args, "voxel_size", None)
+    if isinstance(vs, str):
+        from ._args import voxel_size as parse
+
+        try:
+            vs = parse(vs)
+        except argparse.ArgumentTypeError as err:
+            from ..errors import EmsegError
+
+            raise EmsegError(f"--voxel-size {err}") from None
+    return tuple(vs) if vs else None
+
+
+def _axes(args: argparse.Namespace) -> str | None:
+    return getattr(args, "axes", None)
 
 
 def build_config(args: argparse.Namespace):
@@ -122,13 +154,13 @@ def predict(args: argparse.Namespace) -> Any:
 
     cfg = build_config(args)
     match = voxel_match_from_args(args)
-    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
-    image = open_volume(args.image, channel=args.channel, voxel_size=vs)
+    image = open_volume(args.image, channel=args.channel, voxel_size=_voxel_size(args), axes=_axes(args))
     model = load_model(args.model, device="cpu", expect_in_channels=1)
     if not match.enabled:
         _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
     out = Path(args.out) / PREDICTIONS
-    attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel}}
+    attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel,
+                        **({"axes": args.axes} if _axes(args) else {})}}
     job = predict_matched(model, image, out, cfg, match, attrs=attrs, overwrite=getattr(args, "overwrite", False))
     return drain(job, desc="predict", show=not args.quiet)
 
@@ -186,7 +218,7 @@ def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args
 
         grid = {**DEFAULT_GRIDS["neurons" if target in ("affinities", "boundaries") else "mitochondria"],
                 **parse_grid(args.tune_grid)}
-    res = yield from tune_job(pred, target, open_volume(args.tune).data, offsets=offsets, voxel_size=voxel_size,
+    res = yield from tune_job(pred, target, open_volume(args.tune, axes=getattr(args, "tune_axes", None)).data, offsets=offsets, voxel_size=voxel_size,
                               grid=grid, metric=getattr(args, "tune_metric", "auto"), base=base)
     print(res.describe())
     return res.config, {"tuning": {"labels": str(args.tune), "metric": res.metric, "score": res.score,
@@ -263,8 +295,7 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
     from ..resample import plan_voxel_match
     from ..workflows import SegmentConfig
 
-    vs = tuple(float(v) for v in args.voxel_size.split(",")) if args.voxel_size else None
-    image = open_volume(args.image, channel=args.channel, voxel_size=vs)
+    image = open_volume(args.image, channel=args.channel, voxel_size=_voxel_size(args), axes=_axes(args))
     config = SegmentConfig(inference=build_config(args), voxel_match=voxel_match_from_args(args))
     if post is not None:  # the section of the model's target (tuned or as given)
         name = next(f.name for f in dataclasses.fields(config) if type(getattr(config, f.name)) is type(post))
@@ -328,6 +359,7 @@ def run(args: argparse.Namespace) -> int:
     from .._lock import output_lock
     from ..progress import Cancelled
 
+    check_out_kind(args.out, "container")
     check_model(args)
     check_outputs(args)
     try:

@@ -14,6 +14,8 @@ import argparse
 import json
 from typing import Any
 
+from ._args import add_axes_argument, check_out_kind, non_negative_int, positive_int
+
 HELP = "rank the slices to paint next by the model's uncertainty (after a fine-tune)"
 
 
@@ -21,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="the EM volume (any format napari-emseg reads)")
     p.add_argument("--model", required=True, help="fine-tuned checkpoint (.safetensors)")
     p.add_argument("--labels", required=True, help="the painted labels used for fine-tuning (0 = unlabelled)")
-    p.add_argument("--n", type=int, default=5, help="how many slices to suggest (default 5)")
-    p.add_argument("--min-gap", type=int, default=None,
+    p.add_argument("--n", type=positive_int, default=5, help="how many slices to suggest (default 5)")
+    p.add_argument("--min-gap", type=non_negative_int, default=None,
                    help="fewest slices between suggestions (default: spread over the volume)")
     p.add_argument("--region", default="128,128", metavar="H,W", help="size of the region named in each slice")
     p.add_argument("--measure", choices=["combined", "entropy", "disagreement"], default="combined",
@@ -31,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="test-time flips (auto: 8 in 3D, 4 in 2D; none: one pass, entropy only)")
     p.add_argument("--map", default=None, metavar="OUT.zarr", help="also write the full uncertainty map here")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense", help="how the labels were painted")
-    p.add_argument("--channel", type=int, default=None, help="channel of a multi-channel image")
+    p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
+    add_axes_argument(p)
+    add_axes_argument(p, "--labels-axes", of="--labels")
     p.add_argument("--device", default=None, help="auto (CUDA, MPS, CPU), cuda, cuda:1, mps or cpu")
     p.add_argument("--json", dest="json_out", default=None, metavar="FILE", help="write the suggestions as JSON")
 
@@ -91,8 +95,10 @@ def run(args: argparse.Namespace) -> int:
     check_not_input(outputs, [args.image, args.labels, args.model], option="output")
     for p in outputs:
         guard_foreign(p, option="output")
-    image = open_volume(args.image, channel=args.channel)
-    labels = open_volume(args.labels).data
+    check_out_kind(args.map, "folder", "--map")  # a zarr store is a folder
+    check_out_kind(args.json_out, "file", "--json")
+    image = open_volume(args.image, channel=args.channel, axes=args.axes)
+    labels = open_volume(args.labels, axes=args.labels_axes).data
     model = load_model(args.model, device="cpu", expect_in_channels=1)
     result = suggest(model, image.data, labels, args, args.n, mode=args.mode, out=args.map, show=not args.quiet)
     print_suggestions(result)

@@ -1,8 +1,10 @@
 """``napari-emseg``: the headless front end (one subcommand per capability).
 
 Subcommands are discovered from the ``cmd_*.py`` modules of this package, so adding a
-capability never touches this file. Errors caused by input (:class:`~napari_emseg.errors.EmsegError`)
-print one clear line and exit with status 2; Ctrl-C exits with 130.
+capability never touches this file. Errors caused by input (:class:`~napari_emseg.errors.EmsegError`,
+bad option values, and ``OSError``/``ValueError`` from reading what the user named) print one
+clear line and exit with status 2 (``-v`` adds the traceback); Ctrl-C, and SIGTERM (``timeout``,
+SLURM, ``docker stop``), stop the command as Ctrl-C does and exit with 130.
 """
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import argparse
 import importlib
 import logging
 import pkgutil
+import re
 import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from .._signals import sigterm_as_interrupt
 from ..errors import EmsegError
+from ._args import OneLineParser
 
 logger = logging.getLogger("napari_emseg")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="napari-emseg",
         description="EM segmentation: fine-tune pretrained encoders on a few painted slices, "
         "segment mitochondria and neurons in volumes of any size, evaluate.",
@@ -51,21 +56,58 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
-def run_main(run, args) -> int:
-    """Call a subcommand, turning input errors into one line and exit status 2."""
+def run_main(run, args, prog: str = "napari-emseg") -> int:
+    """Call a subcommand, turning input errors into one line and exit status 2.
+
+    SIGTERM raises ``KeyboardInterrupt`` while it runs (:mod:`napari_emseg._signals`), so jobs
+    that save on Ctrl-C save on SIGTERM too. ``OSError`` and ``ValueError`` (a file that cannot
+    be read or written, a value the user gave) are one line as well; ``-v`` logs the traceback,
+    so a bug behind them stays visible.
+    """
     try:
-        return int(run(args) or 0)
+        with sigterm_as_interrupt():
+            return int(run(args) or 0)
     except EmsegError as err:
-        print(f"napari-emseg: error: {err}", file=sys.stderr)
+        print(f"{prog}: error: {one_line(err)}", file=sys.stderr)
+        _log_traceback(args)
         return 2
     except KeyboardInterrupt:
-        print("napari-emseg: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    except (OSError, ValueError) as err:
+        print(f"{prog}: error: {one_line(err)} ({type(err).__name__}; -v shows the traceback)", file=sys.stderr)
+        _log_traceback(args)
+        return 2
+
+
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (a DataLoader worker's wrapped traceback: its last line)."""
+    text = str(err).strip() or type(err).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if "Traceback (most recent call last)" in text:
+        return re.sub(r"^[\w.]+(Error|Exception): ", "", lines[-1])
+    return " ".join(lines)
+
+
+def _log_traceback(args) -> None:
+    if getattr(args, "verbose", 0):
+        logger.error("traceback of the error above:", exc_info=True)
+    else:
+        logger.debug("traceback", exc_info=True)
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """``parser.parse_args``, or the exit status of ``--help``/``--version``/a usage error."""
+    try:
+        return parser.parse_args(argv)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 2)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     setup_logging(args.verbose, args.quiet)
     return run_main(args._run, args)
 

@@ -12,7 +12,8 @@ Eight GPUs on one node, the same command under torchrun::
 
 Any config field is settable: ``--set model.mask_ratio=0.75 --set data.patch=6,96,96``;
 ``--dry-run`` prints the resolved config and checks the data without training. Input errors
-print one line and exit with status 2; Ctrl-C saves a checkpoint and exits with 130.
+print one line and exit with status 2; Ctrl-C, and SIGTERM (``timeout``, SLURM, ``docker stop``),
+save a checkpoint and exit with 130; ``--resume`` continues exactly from it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import EmsegError
+from ._args import add_axes_argument, check_out_kind, non_negative_int, positive_float, positive_int
 
 logger = logging.getLogger("napari_emseg")
 
@@ -32,7 +34,9 @@ PROG = "napari-emseg-pretrain"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description="Self-supervised pretraining of EM encoders "
+    from ._args import OneLineParser
+
+    p = OneLineParser(prog=PROG, description="Self-supervised pretraining of EM encoders "
                                 "(MAE-3D, MS-Con, RETINA) on unlabelled volumes; single GPU, CPU or torchrun.")
     p.add_argument("--method", required=True, choices=["mae3d", "mscon", "retina"], help="pretraining method")
     p.add_argument("--data", nargs="+", metavar="PATH", default=[],
@@ -42,9 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="YAML", help="job config file (YAML or JSON), applied over the defaults")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any config field, e.g. train.lr=3e-4 or data.patch=6,96,96 (repeatable)")
-    p.add_argument("--max-steps", type=int, help="same as --set train.max_steps=N")
-    p.add_argument("--time-limit", type=float, metavar="MIN", help="stop (and export) after MIN minutes")
-    p.add_argument("--workers", type=int, help="DataLoader worker processes (data.workers)")
+    p.add_argument("--max-steps", type=positive_int, help="same as --set train.max_steps=N")
+    p.add_argument("--time-limit", type=positive_float, metavar="MIN", help="stop (and export) after MIN minutes")
+    p.add_argument("--workers", type=non_negative_int, help="DataLoader worker processes (data.workers)")
+    add_axes_argument(p, of="the --data volumes (data.axes)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config, check the data, do not train")
     p.add_argument("--name", help="file name (and catalogue name) of the exported encoder")
@@ -52,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model card field of the exported encoder, e.g. licence='CC BY-NC-SA 3.0' (repeatable)")
     p.add_argument("--install", action="store_true",
                    help="also copy the exported encoder into the catalogue's local folder (napari-emseg encoders)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bar")
     return p
@@ -69,7 +74,11 @@ def _resolve(args: argparse.Namespace):
         overrides.append(f"train.time_limit_min={args.time_limit}")
     if args.workers is not None:
         overrides.append(f"data.workers={args.workers}")
+    if args.axes is not None:
+        overrides.append(f"data.axes={args.axes}")
     job = load_job(args.method, args.config, overrides)
+    if job.train.max_steps < 1:
+        raise ConfigError(f"train.max_steps {job.train.max_steps}: pretraining needs at least one step")
     card = {}
     for item in args.card:
         if "=" not in item:
@@ -94,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.data or not args.out:
         raise EmsegError("--data PATH [PATH ...] and --out DIR are required (except with --dry-run)")
+    check_out_kind(args.out, "folder")
     import torch
 
     from ..pretrain.methods import install_encoder, pretrain
@@ -117,20 +127,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .main import setup_logging
+    from .main import parse, run_main, setup_logging
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     args.argv = argv  # for the model card's reproducing command
     setup_logging(args.verbose, args.quiet)
-    try:
-        return int(run(args) or 0)
-    except EmsegError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return run_main(run, args, PROG)  # one-line errors (exit 2); Ctrl-C and SIGTERM save, exit 130
 
 
 if __name__ == "__main__":  # pragma: no cover - torchrun -m napari_emseg.cli.pretrain

@@ -31,15 +31,23 @@ class NormConfig(Config):
 
 
 def intensity_range(
-    volume: Any, cfg: NormConfig = NormConfig(), *, max_voxels: int = 4_000_000, seed: int = 0
+    volume: Any, cfg: NormConfig = NormConfig(), *, max_voxels: int = 4_000_000, seed: int = 0,
+    what: str = "image",
 ) -> tuple[float, float]:
-    """Robust ``(lo, hi)`` of a (lazy) volume from a random sample of slices/blocks."""
+    """Robust ``(lo, hi)`` of a (lazy) volume from a random sample of slices/blocks.
+
+    NaN or infinite values in what is read raise :class:`~napari_emseg._finite.NonFiniteError`
+    (``what`` names the volume in the message) instead of giving a NaN range.
+    """
+    from .._finite import check_finite
+
     if cfg.lo is not None and cfg.hi is not None:
         return float(cfg.lo), float(cfg.hi)
     shape = tuple(volume.shape)
     n = int(np.prod(shape))
     if n <= max_voxels:
         sample = np.asarray(volume[...] if not hasattr(volume, "compute") else volume.compute())
+        check_finite(sample, what)
     else:
         rng = np.random.default_rng(seed)
         # random sub-blocks of about 64^2 x 8 voxels until the budget is spent
@@ -50,6 +58,7 @@ def intensity_range(
             sl = tuple(slice(a, a + b) for a, b in zip(start, bs))
             block = volume[sl]
             block = np.asarray(block.compute() if hasattr(block, "compute") else block)
+            check_finite(block, what, offset=start, region=sl)
             pieces.append(block.ravel())
             got += block.size
         sample = np.concatenate(pieces)

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from .._finite import check_finite
 from ..config import Config
 from ..errors import EmsegError
 from ..io import VolumeError, open_volume
@@ -82,6 +83,9 @@ class SamplerConfig(Config):
         DataLoader worker processes (0 = read in the training process).
     seed
         Seed of the patch stream.
+    axes
+        The volumes' stored axes when they are ambiguous (``"zyx"``, ``"czyx"`` ...; see
+        :func:`napari_emseg.io.open_volume`); ``None``: the default rules.
     """
 
     patch: tuple[int, int, int] = (6, 96, 96)
@@ -93,6 +97,7 @@ class SamplerConfig(Config):
     max_tries: int = 10
     workers: int = 0
     seed: int = 0
+    axes: str | None = None
 
 
 @dataclass
@@ -110,11 +115,12 @@ class VolumeSource:
     orientations: tuple[int, ...] = (0,)
     invert: bool = False
     _data: Any = field(default=None, repr=False, compare=False)
+    axes: str | None = None
 
     @property
     def data(self) -> Any:
         if self._data is None:
-            self._data = open_volume(self.path).data
+            self._data = open_volume(self.path, axes=self.axes).data
         return self._data
 
     def __getstate__(self) -> dict[str, Any]:
@@ -138,14 +144,10 @@ class VolumeSource:
 
             with dask.config.set(scheduler="synchronous"):
                 block = block.compute()
-        block = np.transpose(np.asarray(block), order)
-        out = normalize(block, self.lo, self.hi, self.invert)
-        if not np.isfinite(out).all():
-            raise DataError(
-                f"{self.path}: the patch at {[(s.start, s.stop) for s in sl]} holds NaN or infinite "
-                "values; clean the volume (e.g. replace NaN by 0) or leave it out"
-            )
-        return out
+        block = np.asarray(block)
+        check_finite(block, self.path, offset=start, region=sl,
+                     hint="clean the volume (e.g. replace NaN by 0) or leave it out")
+        return normalize(np.transpose(block, order), self.lo, self.hi, self.invert)
 
 
 def _axes_for(thin_axis: int) -> tuple[int, int, int]:
@@ -161,7 +163,10 @@ def open_sources(paths: Sequence[str | os.PathLike], cfg: SamplerConfig) -> list
     VolumeError
         A path cannot be read.
     DataError
-        A volume is smaller than the patch, constant, or holds NaN in the sampled blocks.
+        A volume is smaller than the patch or constant.
+    NonFiniteError
+        NaN or infinite values in the sampled blocks (a patch read later that holds some
+        raises it too, naming the first bad voxel).
     """
     if not paths:
         raise DataError("no training volumes given; pass at least one --data PATH")
@@ -172,7 +177,7 @@ def open_sources(paths: Sequence[str | os.PathLike], cfg: SamplerConfig) -> list
     for path in paths:
         text = os.fspath(path)
         try:
-            vol = open_volume(text)
+            vol = open_volume(text, axes=cfg.axes)
         except VolumeError:
             raise
         except Exception as err:  # unexpected reader failures still name the file
@@ -185,11 +190,11 @@ def open_sources(paths: Sequence[str | os.PathLike], cfg: SamplerConfig) -> list
                 f"smaller patch (--set data.patch=Z,Y,X) or leave this volume out"
             )
         _check_values(vol.data, text)
-        lo, hi = intensity_range(vol.data, cfg.norm, seed=cfg.seed)
+        lo, hi = intensity_range(vol.data, cfg.norm, seed=cfg.seed, what=text)
         if not (np.isfinite(lo) and np.isfinite(hi)):
             raise DataError(f"{text}: intensities contain NaN or infinite values; clean the volume first")
         sources.append(VolumeSource(text, shape, tuple(vol.voxel_size), lo, hi, orientations,
-                                    cfg.norm.invert, vol.data))
+                                    cfg.norm.invert, vol.data, cfg.axes))
         logger.info("training volume %s %s voxel size %s range [%.4g, %.4g]", text, shape,
                     vol.voxel_size, lo, hi)
     return sources
@@ -215,8 +220,8 @@ def _check_values(data: Any, where: str, max_voxels: int = 2_000_000) -> None:
         start = [int(rng.integers(0, s - b + 1)) for s, b in zip(shape, bs)]
         block = data[tuple(slice(a, a + b) for a, b in zip(start, bs))]
         block = np.asarray(block.compute() if hasattr(block, "compute") else block)
-        if block.dtype.kind == "f" and not np.isfinite(block).all():
-            raise DataError(f"{where}: holds NaN or infinite values; clean the volume (e.g. replace NaN by 0)")
+        check_finite(block, where, offset=start, region=tuple(slice(a, a + b) for a, b in zip(start, bs)),
+                     hint="clean the volume (e.g. replace NaN by 0) or leave it out")
         lo, hi = min(lo, float(block.min())), max(hi, float(block.max()))
     if hi <= lo:
         raise DataError(f"{where}: every sampled voxel has the value {lo:g}; an all-constant volume "
@@ -287,7 +292,12 @@ class PatchBatches(IterableDataset):
 
 
 def _worker_init(_: int) -> None:
+    import signal
+
     torch.set_num_threads(1)
+    # SIGTERM (SLURM signals every process) stops the training process, which saves and then
+    # shuts its workers down; a worker dying first would make it fail instead of saving
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_loader(batches: Any, workers: int = 0, *, pin_memory: bool = False) -> Any:

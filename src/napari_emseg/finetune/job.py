@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._finite import check_finite
 from .._lock import locks_output
-from ..config import Config
+from .._signals import deferred_sigterm
+from ..config import Config, ConfigError
 from ..data.augment import AugmentConfig
 from ..data.normalize import intensity_range, normalize
 from ..progress import Job, Progress
@@ -183,6 +185,8 @@ def fine_tune(
 
     t0 = time.perf_counter()
     cfg = config
+    if cfg.steps < 1:
+        raise ConfigError(f"steps {cfg.steps}: fine-tuning needs at least one step (e.g. --steps 300)")
     if out is not None:
         guard_foreign(out, option="out")
     yield Progress(0, cfg.steps, stage="prepare", message="reading annotations")
@@ -206,6 +210,7 @@ def fine_tune(
     lo, hi = intensity_range(image, model.info.norm)
     crop = image[ann.box]
     crop = np.asarray(crop.compute() if hasattr(crop, "compute") else crop)
+    check_finite(crop, offset=[s.start or 0 for s in ann.box], hint="clean the painted region of the image first")
     painted = ann
     if plan.resample:
         crop, ann = _resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
@@ -261,7 +266,8 @@ def fine_tune(
             intensity=(lo, hi), voxel_size=plan.image_voxel_size, voxel_match=cfg.voxel_match, device=cfg.device,
         )).to_card()
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
-    path = save_checkpoint(target_path, model, job=cfg, card=card)
+    with deferred_sigterm():  # a SIGTERM now still lets the checkpoint be written
+        path = save_checkpoint(target_path, model, job=cfg, card=card)
     yield Progress(result.step, cfg.steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
     return FineTuneResult(Path(path), model, result.stopped, result.step, dict(result.metrics),
                           result.best_metric, result.history, elapsed)

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -135,7 +136,8 @@ def predict_tiled(
     blocks = plan_blocks(shape, tile, overlap, block)
 
     yield Progress(0, len(blocks), "normalise", "intensity range of the volume")
-    lo, hi = intensity_range(data, info.norm, max_voxels=config.norm_samples)  # once, never per tile
+    what = f"{Path(volume.path).name}: image" if isinstance(volume, Volume) and volume.path else "image"
+    lo, hi = intensity_range(data, info.norm, max_voxels=config.norm_samples, what=what)  # once, not per tile
     c_out = info.out_channels
     settings = {
         "tile": tile, "overlap": overlap, "block": block, "mode": mode, "blend": config.blend,

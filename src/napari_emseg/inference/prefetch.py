@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 import torch
 
+from .._finite import check_finite
 from .tiling import Block
 
 __all__ = ["BlockReader", "Prefetcher", "BlockWriter", "read_region", "normalize_tensor"]
@@ -42,7 +43,9 @@ class BlockReader:
 
     Raw data travel as they are stored (an 8-bit volume as uint8: a quarter of the memory of
     float32 in the read-ahead queue and across PCIe); :func:`normalize_tensor` makes them
-    network input on the device. Types torch cannot take become float32 here.
+    network input on the device. Types torch cannot take become float32 here. NaN or infinite
+    voxels raise :class:`~napari_emseg._finite.NonFiniteError` naming the first one (each block
+    is checked as it is read, never the whole volume up front).
     """
 
     def __init__(self, volume: Any, pin: bool = False) -> None:
@@ -50,6 +53,7 @@ class BlockReader:
 
     def __call__(self, block: Block) -> torch.Tensor:
         x = read_region(self.volume, block.read_slices)
+        check_finite(x, offset=[s.start for s in block.read_slices], region=block.read_slices)
         if x.dtype not in _TORCH_DTYPES:
             x = x.astype(np.float32)
         pads = list(zip(block.pad_before, block.pad_after))

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from .._lock import locks_output
+from .._signals import deferred_sigterm
 from ..config import Config, ConfigError
 from ..data.sampler import PatchBatches, VolumeSource, make_loader, open_sources
 from ..progress import Job
@@ -157,8 +158,9 @@ def pretrain(job: Any, data: Sequence[str | os.PathLike], out_dir: str | os.Path
                               stage=f"pretrain {method}")
     encoder = None
     if export and rank == 0 and result.step > 0:
-        encoder = export_encoder(objective, job, sources, result, Path(out_dir), card=card, name=name,
-                                 command=command)
+        with deferred_sigterm():  # stopped by SIGTERM: the encoder is still exported
+            encoder = export_encoder(objective, job, sources, result, Path(out_dir), card=card, name=name,
+                                     command=command)
     return PretrainResult(result, encoder, job, paths)
 
 

@@ -46,7 +46,11 @@ Public API
     Stopping: ``max_steps``, ``time_limit_min``, early stopping, or cancellation.
     :class:`~napari_emseg.progress.Cancelled` or ``KeyboardInterrupt`` at a ``yield`` (or a
     Ctrl-C outside the optimiser update) saves a checkpoint and returns the result with
-    ``stopped="cancelled"``; a crash leaves the last good checkpoint as it was. A non-finite
+    ``stopped="cancelled"``; a crash leaves the last good checkpoint as it was. Under
+    :func:`napari_emseg._signals.sigterm_as_interrupt` (the CLI) SIGTERM is Ctrl-C, except that
+    one arriving during the optimiser update or a checkpoint write waits for it to finish. A
+    step cut short is saved as not taken (weights, optimiser and RNG as at its start), so a
+    resumed run continues exactly. A non-finite
     loss raises :class:`TrainingError`.
 
     Distributed: launched by ``torchrun`` (``WORLD_SIZE > 1``) the objective is wrapped in
@@ -88,6 +92,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._signals import deferred_sigterm
 from ..config import Config
 from ..device import autocast_dtype, select_device
 from ..errors import EmsegError
@@ -299,17 +304,20 @@ def train(
         nonlocal last_saved, ckpt_path
         rng = D.gather_objects(capture_rng(), dinfo) if gather else [capture_rng()]
         if main and ckpt_dir is not None:
-            ckpt_path = save_training_checkpoint(ckpt_dir, {
+            with deferred_sigterm():  # a SIGTERM while writing: the file first, then stop
+                ckpt_path = save_training_checkpoint(ckpt_dir, {
                 "step": step, "meta": json.dumps(meta), "train_config": cfg.to_json(),
-                "model": objective.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
-                "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                "history": history[-1000:], "best": best.dump()}, cfg.keep_last)
+                    "model": objective.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
+                    "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                    "history": history[-1000:], "best": best.dump()}, cfg.keep_last)
         last_saved = step
         return ckpt_path
 
+    rng_at_step = None  # RNG state at the start of an unfinished step (restored if it is interrupted)
     try:
         while step < cfg.max_steps:
+            rng_at_step = capture_rng() if ckpt_dir is not None else None
             batch = _to_device(next(data), device)
             model.train()
             with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -320,16 +328,18 @@ def train(
                                     "last checkpoint is kept.")
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            in_update = True
-            if cfg.grad_clip:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            lr = opt.param_groups[0]["lr"]  # the rate this step used
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            in_update = False
+            with deferred_sigterm():  # SIGTERM (as Ctrl-C) waits for the update to finish
+                in_update = True
+                if cfg.grad_clip:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                lr = opt.param_groups[0]["lr"]  # the rate this step used
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                in_update = False
+                rng_at_step = None
             metrics = {"loss": float(loss.detach()), **{k: float(v) for k, v in step_metrics.items()}, "lr": lr}
             for k, v in metrics.items():
                 window.setdefault(k, []).append(v)
@@ -374,6 +384,8 @@ def train(
             raise
         logger.warning("interrupted at step %d: saving a checkpoint", step)
         stopped = "cancelled"
+        if rng_at_step is not None:  # cut inside a step: save the RNG as it was when the step began
+            restore_rng(rng_at_step)
         if ckpt_dir is not None and step != last_saved:
             save(gather=False)
     finally:
