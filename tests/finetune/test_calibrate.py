@@ -69,6 +69,11 @@ def test_one_painted_slice_is_split_in_halves_for_the_held_out_check(tiny_em):
     assert res.slices == (5,) and res.folds == 2 and res.objects > 0
 
 
+def test_a_bounded_window_around_the_painted_objects(tiny_em):
+    res = calibrate_postprocess(SquashedBCD(), squashed_image(tiny_em.mitochondria), painted(tiny_em), max_side=64)
+    assert res.window == (64, 64) and res.objects > 0 and res.choice != "defaults"
+
+
 def test_held_out_choice_keeps_the_defaults_when_tuning_only_fits():
     # row 0 = defaults; row 1 scores best on fold 0 only, row 2 on fold 1 only (higher is better)
     scores = [[0.50, 0.50], [0.90, 0.10], [0.10, 0.90]]

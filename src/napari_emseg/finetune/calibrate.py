@@ -10,7 +10,8 @@ of :func:`~napari_emseg.finetune.job.fine_tune` (``FineTuneConfig.calibrate``, o
    for a 2D model, a tile's depth for a 3D model (so the slice lies in a whole tile, as in a
    full segmentation), and at least ``context`` neighbours on each side for the 3D
    post-processing. In-plane, a window of at most ``max_side`` voxels around the painted
-   objects; at most ``max_slices`` slices. This uses the same inference as ``segment``
+   objects (on the CPU smaller, so that at most ``max_voxels`` are predicted); at most
+   ``max_slices`` slices. This uses the same inference as ``segment``
    (:func:`~napari_emseg.inference.matched.predict_matched`, with the fine-tune's intensity
    range), so the maps are those ``segment`` makes there;
 2. **scores a small grid** of post-processing settings (:data:`CALIBRATION_GRIDS`) against the
@@ -175,7 +176,8 @@ def calibrate_job(
     metric: str = "auto",
     tolerance: float = 0.01,
     context: int = 2,
-    max_side: int = 512,
+    max_side: int = 1024,
+    max_voxels: int | None = 3_000_000,
     max_slices: int = 8,
     max_folds: int = 5,
 ) -> Job[Calibration]:
@@ -201,9 +203,11 @@ def calibrate_job(
         Settings to try (default :data:`CALIBRATION_GRIDS`), what to maximise (``"auto"``: ARAND
         for neurons, AP for mitochondria) and how close to the best a setting must score to
         count as tied (then the one closest to the defaults wins).
-    context, max_side, max_slices, max_folds
-        Neighbour slices post-processed around each painted slice, the largest in-plane window,
-        the most painted slices used (evenly spaced) and the most held-out folds.
+    context, max_side, max_voxels, max_slices, max_folds
+        Neighbour slices post-processed around each painted slice; the largest in-plane window;
+        on the CPU, a smaller square window so that at most ``max_voxels`` voxels are predicted
+        (``None``: no limit; never under 128); the most painted slices used (evenly spaced); the
+        most held-out folds.
 
     Yields ``stage="calibrate"`` progress. Cancel (or Ctrl-C) returns a skipped
     :class:`Calibration` (``stopped="cancelled"``); so does any error, which is logged: a
@@ -221,7 +225,7 @@ def calibrate_job(
             inference = inference.replace(device=device)
         return (yield from _calibrate(model, image, labels, task, target, mode, background_label, axis, intensity,
                                       voxel_size, voxel_match, inference, grid, metric, tolerance, context,
-                                      max_side, max_slices, max_folds, t0))
+                                      max_side, max_voxels, max_slices, max_folds, t0))
     except (Cancelled, KeyboardInterrupt):
         logger.warning("calibration cancelled: the model is kept with the default post-processing")
         return Calibration(None, target, skipped="cancelled", stopped="cancelled", elapsed_s=time.perf_counter() - t0)
@@ -259,8 +263,9 @@ def calibrate_checkpoint(path: Any, image: Any, labels: Any, *, out: Any = None,
 
 # ---------------------------------------------------------------------------------------------
 def _calibrate(model, image, labels, task, target, mode, background_label, axis, intensity, voxel_size, voxel_match,
-               inference, grid, metric, tolerance, context, max_side, max_slices, max_folds, t0):
+               inference, grid, metric, tolerance, context, max_side, max_voxels, max_slices, max_folds, t0):
     from ..data.normalize import NormConfig
+    from ..device import select_device
     from ..inference.matched import predict_matched
     from ..painted import painted_reference
     from ..postprocess.extract import default_config
@@ -274,10 +279,14 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
         keep = np.unique(np.linspace(0, len(slices) - 1, max_slices).round().astype(int))
         slices, ref = tuple(slices[i] for i in keep), ref[keep]
     plane = [a for a in range(3) if a != ax]
-    win = tuple(min(int(max_side), shape[a]) for a in plane)
     info = model.info
     need = _prediction_depth(info, ax)
     slabs = _plan_slabs(shape[ax], slices, need, context)
+    side = int(max_side)
+    if max_voxels and select_device(inference.device).type == "cpu":  # a bounded cost on the CPU
+        depth = sum(p1 - p0 for p0, p1, *_ in slabs)
+        side = min(side, max(128, int(math.sqrt(max_voxels / max(1, depth))) // 32 * 32))
+    win = tuple(min(side, shape[a]) for a in plane)
     if intensity is not None:  # normalise as a segmentation of the whole volume does
         model.info = info.replace(norm=NormConfig(lo=float(intensity[0]), hi=float(intensity[1]),
                                                   invert=info.norm.invert))
