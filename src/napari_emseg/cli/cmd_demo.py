@@ -81,13 +81,13 @@ def check_demo_outputs(out: Path) -> None:
 
 
 def _run(args: argparse.Namespace, out: Path, t0: float) -> int:
+    from ..calibration import describe_source, resolve_postprocess
     from ..data.synthetic import make_synthetic_em
     from ..finetune.job import FineTuneConfig, fine_tune
     from ..io import write_volume
+    from ..models.checkpoint import load_checkpoint
     from ..progress import drain
     from ..resample import VoxelMatchConfig
-    from ..calibration import describe_source, resolve_postprocess
-    from ..models.checkpoint import load_checkpoint
     from ..workflows import (
         SegmentConfig,
         postprocess_job,
