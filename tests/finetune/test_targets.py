@@ -38,7 +38,8 @@ def test_dense_3d_annotation_marks_everything():
     lab = np.ones((3, 4, 4), np.int64)
     lab[:, :, 2:] = 2
     ann = find_annotations(lab, lab.shape)
-    assert ann.axis is None and ann.mask.all() and not ann.isolated_slices
+    # a densely painted volume is a stack of painted z-slices: every voxel known, none isolated
+    assert ann.axis == 0 and ann.slices == (0, 1, 2) and ann.mask.all() and not ann.isolated_slices
 
 
 def test_affinities_hand_computed():

@@ -57,8 +57,9 @@ class FineTuneWidget(QWidget):
         self.mode = QComboBox()
         self.mode.addItems(["dense slices", "scribbles"])
         self.steps = QSpinBox()
-        self.steps.setRange(1, 1_000_000)
-        self.steps.setValue(300)
+        self.steps.setRange(0, 1_000_000)
+        self.steps.setSpecialValueText("auto (600 2D, 300 3D)")  # 0: the recipe's default for the network
+        self.steps.setValue(0)
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0, 10_000)
         self.minutes.setSpecialValueText("no limit")
@@ -150,11 +151,11 @@ class FineTuneWidget(QWidget):
         return FineTuneConfig(
             task=self.task.currentText(),
             mode="dense" if self.mode.currentIndex() == 0 else "scribbles",
-            steps=self.steps.value(),
+            steps=self.steps.value() or None,
             time_limit_min=self.minutes.value() or None,
             lr=self.lr.value(),
             freeze="encoder" if self.freeze.isChecked() else "none",
-            preview_every=max(5, min(50, self.steps.value() // 10)),
+            preview_every=max(5, min(50, (self.steps.value() or 300) // 10)),
             preview_z=self._current_z(),
         )
 

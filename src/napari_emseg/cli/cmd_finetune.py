@@ -34,8 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", required=True, help="the EM volume (any format napari-emseg reads)")
     p.add_argument("--labels", required=True, help="painted labels of the same shape (0 = unlabelled)")
     p.add_argument("--task", required=True, choices=["neurons", "mitochondria", "semantic"])
-    p.add_argument("--encoder", default="scratch-resunet",
-                   help="catalogue name (napari-emseg encoders) or checkpoint path (default scratch-resunet)")
+    p.add_argument("--encoder", default="auto",
+                   help="catalogue name (napari-emseg encoders) or checkpoint path; default 'auto': a 2D network "
+                        "for separate images and serial sections, 3D for near-isotropic volumes")
+    p.add_argument("--dims", choices=["auto", "2d", "3d"], default=None,
+                   help="force a 2D or 3D network (default: chosen from the voxel size and the data)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing checkpoint at OUT written by napari-emseg (never other files)")
@@ -67,7 +70,7 @@ def build_config(args: argparse.Namespace):
     cfg = FineTuneConfig.from_file(args.config) if args.config else FineTuneConfig()
     direct = {"task": args.task, "steps": args.steps, "mode": args.mode, "target": args.target,
               "background_label": args.background_label, "lr": args.lr, "freeze": args.freeze,
-              "time_limit_min": args.time_limit}
+              "time_limit_min": args.time_limit, "dims": args.dims}
     if args.patch:
         direct["patch"] = tuple(args.patch)
     cfg = cfg.replace(**{k: v for k, v in direct.items() if v is not None})

@@ -28,11 +28,13 @@ from .._signals import deferred_sigterm
 from ..config import Config, ConfigError
 from ..data.augment import AugmentConfig
 from ..data.normalize import intensity_range, normalize
+from ..models.registry import AUTO, default_encoder
 from ..progress import Job, Progress
 from ..resample import VoxelMatchConfig
 from .annotations import AnnotationError, Mode, find_annotations
 from .dataset import AnnotatedPatches
 from .holdout import holdout_validator, split_holdout
+from .layout import Dims, detect_layout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 
@@ -62,17 +64,26 @@ class FineTuneConfig(Config):
         ``bcd`` for mitochondria; ``semantic`` for semantic.
     mode, background_label, axis
         How to read the labels (see :mod:`.annotations`).
-    patch
-        Training patch ``(z, y, x)``; ``None``: the model's tile (rounded to its input multiple).
+    patch, batch_size
+        Training patch ``(z, y, x)`` and batch; ``None``: 8 patches of 192 x 192 for a 2D
+        network, 2 of the model's tile for a 3D one (rounded to the input multiple).
     steps, time_limit_min
-        Stop after this many steps or minutes, whichever comes first.
+        Stop after this many steps or minutes, whichever comes first (``steps=None``: 600 for
+        a 2D network, 300 for a 3D one, about 10 minutes each on 2 CPU cores). The warm-up +
+        cosine schedule ends at a low rate whichever stops the run.
     lr, encoder_lr_scale, freeze
         AdamW learning rate; the encoder's is ``lr * encoder_lr_scale``; ``freeze`` keeps
         ``"encoder"`` or (RETINA) only the transferred ``"transformer"`` layers fixed.
-    validate_every, patience, holdout
-        With two or more painted slices and ``holdout``, the last one is held out and scored
-        every ``validate_every`` steps; training stops after ``patience`` scores without
-        improvement and the best model is kept.
+    dims
+        ``"auto"`` chooses a 2D network for separate images and serial sections and a 3D one
+        for near-isotropic volumes (:func:`~.layout.detect_layout`; recorded in the card under
+        ``layout``); ``"2d"``/``"3d"`` force it. A residual U-Net encoder follows the choice
+        (its kernels deflated to 2D or inflated to 3D); other encoders keep their own.
+    validate_every, patience, holdout, holdout_min_slices
+        With at least ``holdout_min_slices`` painted slices and ``holdout``, the last one is held
+        out and scored every ``validate_every`` steps; training stops after ``patience`` scores
+        without improvement and the best model is kept. With fewer, every painted slice teaches
+        (holding one of three out costs a third of the labels) and the schedule runs to its end.
     preview_every, preview_z
         Every ``preview_every`` steps, predict slice ``preview_z`` (of the whole image) and put
         it in ``Progress.preview``.
@@ -93,8 +104,8 @@ class FineTuneConfig(Config):
     axis: int | None = None
     n_classes: int | None = None
     patch: tuple[int, int, int] | None = None
-    batch_size: int = 2
-    steps: int = 300
+    batch_size: int | None = None
+    steps: int | None = None
     time_limit_min: float | None = None
     lr: float = 1e-3
     encoder_lr_scale: float = 0.1
@@ -105,6 +116,8 @@ class FineTuneConfig(Config):
     validate_every: int = 25
     patience: int = 6
     holdout: bool = True
+    holdout_min_slices: int = 4
+    dims: Dims = "auto"
     preview_every: int = 0
     preview_z: int | None = None
     seed: int = 0
@@ -156,8 +169,9 @@ def fine_tune(
     Parameters
     ----------
     encoder
-        A catalogue name (``napari-emseg encoders``), an encoder or fine-tuned checkpoint path,
-        or a model already built (``nn.Module`` with ``.info``).
+        ``"auto"`` (the best encoder for the data's layout, see ``dims``), a catalogue name
+        (``napari-emseg encoders``), an encoder or fine-tuned checkpoint path, or a model
+        already built (``nn.Module`` with ``.info``).
     image
         Array-like ``(z, y, x)`` (numpy, dask, zarr); only the annotated region plus context is read.
     labels
@@ -185,25 +199,30 @@ def fine_tune(
 
     t0 = time.perf_counter()
     cfg = config
-    if cfg.steps < 1:
+    if cfg.steps is not None and cfg.steps < 1:
         raise ConfigError(f"steps {cfg.steps}: fine-tuning needs at least one step (e.g. --steps 300)")
     if out is not None:
         guard_foreign(out, option="out")
-    yield Progress(0, cfg.steps, stage="prepare", message="reading annotations")
+    yield Progress(0, cfg.steps or 0, stage="prepare", message="reading annotations")
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis)
     kind = _target_kind(cfg, ann)
     plan = _voxel_plan(encoder, voxel_size, cfg, ann)
     voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
+    layout = detect_layout(image, voxel_size, cfg.dims)
+    logger.info("data layout: %s", layout.reason)
+    if isinstance(encoder, str) and encoder == AUTO:
+        encoder = default_encoder(layout.dims)
+        logger.info("encoder: %s", encoder)
     with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow cfg.seed (reproducible runs)
         torch.manual_seed(cfg.seed)
-        model, report = prepare_model(encoder, cfg, kind, ann, voxel_size)
+        model, report = prepare_model(encoder, cfg, kind, ann, voxel_size, dims=layout.dims)
     if out is not None:  # before training, not after: the checkpoint is about 4 bytes a weight
         check_output_space(out, 1.25 * 4 * sum(p.numel() for p in model.state_dict().values()) + 2**20,
                            what="the checkpoint")
     pretrained = report is not None
     continued = bool(report and report.get("continued"))
-    patch = _patch_shape(cfg, model, ann)
+    patch = _patch_shape(cfg, model, ann, layout)
     context = tuple(p // 2 for p in patch)
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis, context=context)
@@ -215,13 +234,16 @@ def fine_tune(
     if plan.resample:
         crop, ann = _resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
     img = normalize(crop, lo, hi, model.info.norm.invert)
-    train_ann, val_ann = split_holdout(ann, cfg.holdout)
+    train_ann, val_ann = split_holdout(ann, cfg.holdout and len(ann.slices) >= cfg.holdout_min_slices)
     target_kwargs = _target_kwargs(kind, model)
-    permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and _isotropic(voxel_size) and len(set(patch)) == 1)
+    near_isotropic = _isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
+    permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
     validate = holdout_validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
-    data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=cfg.batch_size, seed=cfg.seed,
+    batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
+    steps = cfg.steps or (STEPS_2D if model.info.spatial_dims == 2 else STEPS_3D)
+    data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=batch_size, seed=cfg.seed,
                             augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
                             permute_planes=permute, target_kwargs=target_kwargs)
     objective = MaskedObjective(model, kind)
@@ -229,9 +251,10 @@ def fine_tune(
     tcfg = TrainConfig(
         optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
         # a model that continues training (already fine-tuned) needs no second warm-up
-        warmup_fraction=0.0 if continued else 0.05, max_steps=cfg.steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
+        # warm-up: 5 % of the steps, at most 50 (a run that its time limit ends has few of them)
+        warmup_steps=0 if continued else min(50, round(0.05 * steps)), max_steps=steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
         precision=cfg.precision, device=cfg.device, seed=cfg.seed, checkpoint_every=10**9,
-        log_every=max(1, min(25, cfg.steps // 10)), preview_every=10**9,
+        log_every=max(1, min(25, steps // 10)), preview_every=10**9,
         validate_every=cfg.validate_every if validate else 0,
         early_stop_metric="val_loss" if validate else None, patience=cfg.patience if validate else None,
         tensorboard=False,
@@ -254,6 +277,7 @@ def fine_tune(
         "final_loss": result.metrics.get("loss"), "best_val_loss": result.best_metric,
         "wall_time_s": round(elapsed, 1),
         "transplant": report,
+        "layout": {**layout.to_dict(), "arch": model.config.arch, "spatial_dims": model.info.spatial_dims},
         "intensity_range": [lo, hi],
         "voxel_size": list(voxel_size) if voxel_size is not None else None,
         "voxel_size_match": plan.to_dict(),
@@ -268,7 +292,7 @@ def fine_tune(
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
     with deferred_sigterm():  # a SIGTERM now still lets the checkpoint be written
         path = save_checkpoint(target_path, model, job=cfg, card=card)
-    yield Progress(result.step, cfg.steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
+    yield Progress(result.step, steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
     return FineTuneResult(Path(path), model, result.stopped, result.step, dict(result.metrics),
                           result.best_metric, result.history, elapsed)
 
@@ -297,8 +321,21 @@ def _target_kwargs(kind: str, model: nn.Module) -> dict[str, Any]:
     return {}
 
 
-def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann) -> tuple[int, int, int]:
-    patch = cfg.patch or tuple(model.info.tile)
+#: the 2D recipe's training patch and batch (a 3D network trains on its tile, 2 at a time)
+PATCH_2D, BATCH_2D, BATCH_3D = (1, 192, 192), 8, 2
+#: a 3D network on a near-isotropic volume trains on cubes
+PATCH_ISO = (64, 64, 64)
+#: default steps: about 10 minutes on 2 CPU cores (one on a GPU) for each network
+STEPS_2D, STEPS_3D = 600, 300
+
+
+def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann, layout=None) -> tuple[int, int, int]:
+    default = tuple(model.info.tile)
+    if model.info.spatial_dims == 2:
+        default = PATCH_2D
+    elif layout is not None and layout.kind == "volume":
+        default = PATCH_ISO  # cubic: the painted plane is also shown along y and x (permute_planes)
+    patch = cfg.patch or default
     if model.info.spatial_dims == 2:
         patch = (1, *patch[1:])
     mult = model.info.input_multiple

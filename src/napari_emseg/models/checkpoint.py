@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Sequence, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,6 +261,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 # -- encoder transplant -------------------------------------------------------------------------
+def adapt_kernel(weight: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """A convolution kernel moved between 2D and 3D networks of the same layout (else unchanged).
+
+    3D -> 2D (``(O, I, kz, ky, kx)`` to ``(O, I, ky, kx)``): summed over ``kz``, so the 2D
+    convolution of a slice equals the 3D one of a volume that is constant along z.
+    2D -> 3D: repeated over ``kz`` and divided by it (I3D inflation), the same identity read the
+    other way. Transferring between 2D and 3D encoders this way keeps what the filters learnt.
+    """
+    shape = tuple(int(v) for v in shape)
+    if tuple(weight.shape) == shape or weight.ndim < 4 or abs(weight.ndim - len(shape)) != 1:
+        return weight
+    if weight.ndim == len(shape) + 1 and tuple(weight.shape[:2]) + tuple(weight.shape[3:]) == shape:
+        return weight.sum(dim=2)
+    if len(shape) == weight.ndim + 1 and shape[:2] + shape[3:] == tuple(weight.shape):
+        kz = shape[2]
+        return weight.unsqueeze(2).repeat(1, 1, kz, *([1] * (weight.ndim - 2))) / kz
+    return weight
+
+
 @dataclass(frozen=True)
 class TransplantReport:
     """Outcome of :func:`transplant_encoder`: target keys loaded, target keys under the part that
@@ -324,6 +343,7 @@ def transplant_encoder(
     if not target:
         raise TransplantError(f"the model has no submodule {part!r} to load an encoder into")
     common = sorted(set(offered) & set(target))
+    offered.update({k: adapt_kernel(offered[k], target[k].shape) for k in common})
     wrong = [k for k in common if offered[k].shape != target[k].shape]
     if wrong:
         detail = "; ".join(f"{k}: {tuple(offered[k].shape)} vs {tuple(target[k].shape)}" for k in wrong[:4])

@@ -173,15 +173,20 @@ class TrainResult:
     elapsed_s: float = 0.0
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step``: linear warmup, then cosine (or constant)."""
+def lr_factor(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
+    """Learning-rate multiplier at ``step``: linear warmup, then cosine (or constant).
+
+    ``time_fraction`` (elapsed / ``time_limit_min``) moves the cosine on when the time limit,
+    not ``max_steps``, will end the run: a run cut by its time limit ends at the low rate, as a
+    run of ``max_steps`` does, instead of stopping at a high one.
+    """
     warm = cfg.warmup
     if warm > 0 and step < warm:
         return (step + 1) / warm
     if cfg.schedule == "constant":
         return 1.0
     span = max(1, cfg.max_steps - warm)
-    t = min(1.0, (step - warm) / span)
+    t = min(1.0, max((step - warm) / span, time_fraction))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
@@ -253,7 +258,14 @@ def train(
     _seed_all(cfg.seed + dinfo.rank)
     objective.to(device)
     opt = build_optimizer(objective, cfg, param_groups)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
+    clock = {"t0": None, "before": 0.0}  # the run's clock, for a schedule cut by time_limit_min
+
+    def time_fraction() -> float:
+        if cfg.time_limit_min is None or clock["t0"] is None:
+            return 0.0
+        return (clock["before"] + time.perf_counter() - clock["t0"]) / (60 * cfg.time_limit_min)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg, time_fraction()))
     amp = autocast_dtype(device, cfg.precision)
     if device.type != "cuda" and cfg.precision == "auto":
         amp = None
@@ -295,6 +307,7 @@ def train(
         data = iter(batches(step) if callable(batches) else batches)
     params = [p for g in opt.param_groups for p in g["params"]]
     t0, start_step = time.perf_counter(), step
+    clock["t0"] = t0
     window: dict[str, list[float]] = {}
     last_saved, stopped, in_update = step, None, False
     validations: list[dict[str, float]] = []
