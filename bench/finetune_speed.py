@@ -107,7 +107,7 @@ def main() -> None:
             times[name].append(time_steps(make, shape, cl, args.steps))
     base = float(np.median(times["monai-basicunet2d"]))
     print(f"{'network':26s} {'batch':>18s} {'s/step':>8s} {'steps/min':>9s} {'Mvox/s':>7s} {'vs baseline':>11s}")
-    for name, (make, shape, cl) in cands.items():
+    for name, (_make, shape, _cl) in cands.items():
         s = float(np.median(times[name]))
         vox = int(np.prod(shape)) / s / 1e6
         print(f"{name:26s} {'x'.join(map(str, shape)):>18s} {s:8.3f} {60 / s:9.1f} {vox:7.2f} {base / s:10.2f}x")
