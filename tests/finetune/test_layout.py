@@ -87,7 +87,7 @@ def test_three_painted_micrographs_fine_tune_all_three_with_a_2d_network(tmp_pat
     card = load_checkpoint(res.checkpoint).card
     assert card["annotated"]["axis"] == 0 and card["annotated"]["slices"] == [0, 1, 2]
     assert card["annotated"]["held_out"] == []  # three slices: all three teach
-    assert card["layout"]["dims"] == 2 and card["layout"]["arch"] == "resunet2d"
+    assert card["layout"]["dims"] == 2 and card["layout"]["arch"] == "unet2d"
     assert res.model.info.spatial_dims == 2
 
 

@@ -63,7 +63,7 @@ def test_neighbouring_card_completes_the_entry(dirs):
 
 def test_scratch_entries_are_never_pretrained(dirs):
     scratch = [e for e in list_encoders(**dirs) if e.source == "scratch"]
-    assert {e.config.arch for e in scratch} == {"unetr", "resunet", "resunet2d", "transunet2d"}
+    assert {e.config.arch for e in scratch} == {"unetr", "resunet", "resunet2d", "unet2d", "transunet2d"}
     assert all(not e.pretrained and e.method.startswith("none") and e.location == "" for e in scratch)
     cfg = resolve_encoder("scratch-resunet")
     assert isinstance(cfg, ModelConfig) and cfg.arch == "resunet"

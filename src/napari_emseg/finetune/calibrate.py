@@ -48,7 +48,6 @@ import itertools
 import logging
 import math
 import time
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,6 +56,25 @@ import numpy as np
 
 from ..config import Config
 from ..progress import Cancelled, Job, Progress, drain
+from .calibrate_choice import (
+    _distance,
+    _fmt,
+    _folds,
+    _get,
+    _round,
+    _span,
+    _with_values,
+    choose_setting,
+    grid_fields,
+)
+from .calibrate_slabs import (
+    _centre,
+    _default_inference,
+    _device_of,
+    _plan_slabs,
+    _prediction_depth,
+    _separator,
+)
 
 __all__ = ["CALIBRATION_GRIDS", "Calibration", "calibrate_job", "calibrate_postprocess", "calibrate_checkpoint",
            "choose_setting"]
@@ -396,185 +414,3 @@ def _score_grid(predictions, target, info, voxel_size, task, base, grid, ax, sli
         yield Progress(done + step, done + len(builds), "calibrate",
                        f"post-processing build {step}/{len(builds)} on the painted slices")
     return table, np.asarray(fold_scores, float), np.asarray(objects), np.asarray(dist), len(builds)
-
-
-def choose_setting(
-    fold_scores: Any,
-    distance: Any,
-    objects: Any,
-    *,
-    lower_is_better: bool,
-    tolerance: float = 0.01,
-    base: int = 0,
-) -> dict[str, Any]:
-    """The calibration's choice among scored settings (row ``base`` holds the defaults).
-
-    ``fold_scores`` is ``(settings, folds)``; ``distance`` how far each setting lies from the
-    defaults; ``objects`` what each finds on the painted slices. The rule: pick, on a set of
-    folds, the setting closest to the defaults among those within ``tolerance`` of the best mean
-    score. With two or more folds, pick on all folds but one and score on the held-out one, for
-    each fold: the tuned setting (picked on all folds) is used only if these held-out scores
-    beat the defaults' on the same folds. Last, a setting that finds no object on the painted
-    slices is never kept when another finds some.
-
-    Returns ``{"index", "choice", "cv_score", "cv_default_score"}``.
-    """
-    s = np.asarray(fold_scores, float)
-    if s.ndim == 1:
-        s = s[:, None]
-    d = np.asarray(distance, float)
-    obj = np.asarray(objects)
-    sign = 1.0 if lower_is_better else -1.0
-    n_set, n_fold = s.shape
-
-    def mean(cols: Sequence[int], rows: np.ndarray | None = None) -> np.ndarray:
-        sub = s[:, list(cols)]
-        with warnings.catch_warnings():  # all-NaN rows (no scorable slice) stay NaN
-            warnings.simplefilter("ignore", RuntimeWarning)
-            m = np.nanmean(sub, axis=1)
-        if rows is not None:
-            m = np.where(rows, m, np.nan)
-        return m
-
-    def pick(cols: Sequence[int], rows: np.ndarray | None = None) -> int:
-        m = sign * mean(cols, rows)
-        if np.isnan(m).all():
-            return base
-        best = np.nanmin(m)
-        near = np.flatnonzero(~np.isnan(m) & (m <= best + tolerance))
-        return int(min(near, key=lambda i: (round(float(d[i]), 9), float(m[i]), int(i))))
-
-    chosen = pick(range(n_fold))
-    cv = cv_default = None
-    label = "calibrated"
-    if n_fold >= 2:
-        held = [s[pick([j for j in range(n_fold) if j != k]), k] for k in range(n_fold)]
-        held_default = [s[base, k] for k in range(n_fold)]
-        cv, cv_default = _nanmean(held), _nanmean(held_default)
-        better = cv is not None and (cv_default is None or sign * cv < sign * cv_default - 1e-12)
-        if chosen != base and not better:
-            chosen, label = base, "defaults"
-    if chosen == base:
-        label = "defaults"
-    if obj[chosen] == 0 and (obj > 0).any():  # never a setting that finds nothing when another finds objects
-        chosen = pick(range(n_fold), rows=obj > 0)
-        label = "calibrated (the defaults find no objects)" if obj[base] == 0 else "calibrated"
-    return {"index": int(chosen), "choice": label, "cv_score": cv, "cv_default_score": cv_default}
-
-
-def grid_fields(table: list[dict[str, Any]]) -> list[str]:
-    return [k for k in table[0] if k not in ("score", "folds", "objects")]
-
-
-def _folds(n_slices: int, width: int, max_folds: int):
-    """Held-out folds as functions of a ``(n, h, w)`` stack: groups of painted slices, or the two
-    halves of a single painted slice."""
-    if n_slices >= 2:
-        groups = [g for g in np.array_split(np.arange(n_slices), min(n_slices, max_folds)) if len(g)]
-        return [lambda st, g=g: st[g] for g in groups]
-    half = max(1, width // 2)
-    return [lambda st: st[:, :, :half], lambda st: st[:, :, half:]]
-
-
-def _prediction_depth(info: Any, axis: int) -> int:
-    """Slices along ``axis`` the model needs to predict one painted slice as a full segmentation does."""
-    if info.spatial_dims == 2 and axis == 0:
-        return 1
-    return int(info.tile[axis])
-
-
-def _plan_slabs(n: int, slices: Sequence[int], need: int, context: int):
-    """``(p0, p1, q0, q1, members)``: predicted range ``[p0, p1)`` (``need`` deep, at least the
-    post-processed range) and post-processed range ``[q0, q1)`` (``context`` each side) of
-    groups of painted slices; overlapping ranges are merged."""
-    groups: list[list[int]] = []
-    for s in sorted(slices):
-        q0, q1 = max(0, s - context), min(n, s + context + 1)
-        if groups and q0 <= groups[-1][3] + 1:  # touching or overlapping: one slab
-            g = groups[-1]
-            g[3] = q1
-            g[4].append(s)
-        else:
-            groups.append([0, 0, q0, q1, [s]])
-    out = []
-    for g in groups:
-        q0, q1, members = g[2], g[3], g[4]
-        depth = min(n, max(need, q1 - q0))
-        mid = (q0 + q1) // 2
-        p0 = int(np.clip(mid - depth // 2, 0, n - depth))
-        p0, p1 = min(p0, q0), max(p0 + depth, q1)
-        out.append((p0, p1, q0, q1, members))
-    return out
-
-
-def _centre(lab: np.ndarray, axis: int, members: Sequence[int], plane: Sequence[int], shape) -> list[int]:
-    """The centre (in-plane) of the painted voxels of ``members``: where the window goes."""
-    sub = np.moveaxis(np.take(lab, list(members), axis=axis), axis, 0) != 0
-    out = []
-    for i, a in enumerate(plane):
-        other = tuple(j for j in (0, 1, 2) if j != i + 1)
-        hits = np.flatnonzero(sub.any(axis=other))
-        out.append(int((hits[0] + hits[-1]) // 2) if hits.size else shape[a] // 2)
-    return out
-
-
-def _separator(pred: np.ndarray, axis: int, target: str) -> np.ndarray:
-    """One slice of maps with no object and no affinity: nothing grows or merges across it."""
-    shape = list(pred.shape)
-    shape[1 + axis] = 1
-    sep = np.zeros(shape, np.float32)
-    if target == "boundaries":
-        sep[:] = 1.0  # all boundary
-    elif target == "bcd":
-        sep[1] = 1.0  # contour everywhere, no foreground
-    return sep
-
-
-def _default_inference() -> Any:
-    from ..inference.config import InferenceConfig
-
-    return InferenceConfig()
-
-
-def _device_of(model: Any) -> Any:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return "cpu"
-
-
-def _span(values: Sequence[Any]) -> float:
-    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return float(max(nums) - min(nums)) if len(nums) == len(values) and len(nums) > 1 and max(nums) > min(nums) else 0.0
-
-
-def _distance(value: Any, default: Any, span: float) -> float:
-    if span > 0:
-        return abs(float(value) - float(default)) / span
-    return 0.0 if value == default else 1.0
-
-
-def _get(cfg: Config, path: str) -> Any:
-    node: Any = cfg
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
-
-
-def _with_values(cfg: Config, values: Mapping[str, Any]) -> Any:
-    from ..tuning import _with
-
-    return _with(cfg, values)
-
-
-def _nanmean(values: Sequence[float]) -> float | None:
-    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    return float(np.mean(vals)) if vals else None
-
-
-def _round(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)

@@ -61,8 +61,8 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
     """The loss for a target kind, and its parts for logging.
 
     * ``affinities`` / ``boundaries``: balanced BCE + Dice.
-    * ``bcd``: BCE + Dice on foreground and contour, MSE on the sigmoid of the distance channel
-      (as in MitoEM / PyTorch Connectomics).
+    * ``bcd``: BCE (plain on foreground, balanced on contour) + Dice on foreground and contour,
+      MSE on the sigmoid of the distance channel (as in MitoEM / PyTorch Connectomics).
     * ``semantic``: cross-entropy + Dice on the softmax.
     """
     if kind in ("affinities", "boundaries"):
@@ -71,7 +71,11 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
         return bce + dice, {"bce": _f(bce), "dice": _f(dice)}
     if kind == "bcd":
         bc_l, bc_t, bc_m = logits[:, :2], target[:, :2], mask[:, :2]
-        bce = masked_bce(bc_l, bc_t, bc_m)
+        # foreground: plain BCE (re-balancing it biases the map towards foreground: FAFB
+        # mitochondria, 150 steps, foreground IoU at 0.5 was 0.53 balanced, 0.64 plain);
+        # contour: balanced (thin)
+        bce = (masked_bce(bc_l[:, :1], bc_t[:, :1], bc_m[:, :1], balance=False)
+               + masked_bce(bc_l[:, 1:], bc_t[:, 1:], bc_m[:, 1:])) / 2
         dice = masked_dice(torch.sigmoid(bc_l), bc_t, bc_m)
         mse = masked_mse(torch.sigmoid(logits[:, 2:3]), target[:, 2:3], mask[:, 2:3])
         return bce + dice + mse, {"bce": _f(bce), "dice": _f(dice), "dist_mse": _f(mse)}

@@ -19,6 +19,7 @@ from .heads import head_info
 from .info import ModelInfo
 from .resunet import ResUNet2D, ResUNet3D
 from .transunet import TransUNet2D
+from .unet2d import UNet2D
 from .unetr import UNETR
 from .vit3d import VIT_SIZES, ViT3D
 
@@ -27,8 +28,8 @@ __all__ = ["ModelConfig", "build_model", "default_info", "segmentation_config", 
 
 logger = logging.getLogger(__name__)
 
-Arch = Literal["unetr", "resunet", "resunet2d", "transunet2d", "vit3d"]
-ARCHS: tuple[str, ...] = ("unetr", "resunet", "resunet2d", "transunet2d", "vit3d")
+Arch = Literal["unetr", "resunet", "resunet2d", "unet2d", "transunet2d", "vit3d"]
+ARCHS: tuple[str, ...] = ("unetr", "resunet", "resunet2d", "unet2d", "transunet2d", "vit3d")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class ModelConfig(Config):
     arch
         ``"unetr"`` (ViT-3D encoder + UNETR decoder), ``"resunet"`` (residual 3D U-Net),
         ``"resunet2d"`` (the residual U-Net in 2D, slice-wise: unrelated images, serial sections),
+        ``"unet2d"`` (MONAI's plain ``BasicUNet`` in 2D, slice-wise: the scratch network for sections),
         ``"transunet2d"`` (RETINA's hybrid, slice-wise) or ``"vit3d"`` (a bare encoder, as
         pretrained by MAE-3D).
     in_channels, out_channels
@@ -91,6 +93,8 @@ def _construct(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "resunet":
         return ResUNet3D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.anisotropic_levels, cfg.use_skips,
                          cfg.subunits, cfg.norm, cfg.dropout)
+    if cfg.arch == "unet2d":
+        return UNet2D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.norm, cfg.dropout)
     if cfg.arch == "resunet2d":
         return ResUNet2D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.use_skips, cfg.subunits, cfg.norm,
                          cfg.dropout)

@@ -56,6 +56,9 @@ SCRATCH: dict[str, tuple[ModelConfig, str, str]] = {
         for size in ("micro", "tiny", "small", "base")
     },
     "scratch-resunet": (ModelConfig(arch="resunet"), "ResUNet-3D", "randomly initialised residual 3D U-Net"),
+    "scratch-unet2d": (ModelConfig(arch="unet2d"), "U-Net-2D (MONAI BasicUNet)",
+                       "randomly initialised plain 2D U-Net, slice-wise: the default for separate images and serial "
+                       "sections"),
     "scratch-resunet2d": (ModelConfig(arch="resunet2d"), "ResUNet-2D",
                           "randomly initialised residual 2D U-Net, slice-wise (separate images, serial sections)"),
     "scratch-transunet2d": (ModelConfig(arch="transunet2d"), "TransUNet-2D",
@@ -224,7 +227,7 @@ AUTO = "auto"
 
 #: preferred encoders per network dimensionality, best first (the first one present is used)
 PREFERRED: dict[int, tuple[str, ...]] = {
-    2: ("scratch-resunet2d",),
+    2: ("scratch-unet2d",),
     3: ("mscon-resunet-small-drosophila-vnc", "scratch-resunet"),
 }
 
@@ -310,7 +313,9 @@ def _scratch_entry(name: str) -> EncoderEntry:
     cfg, family, description = SCRATCH[name]
     card = {"family": family, "method": "none (random initialisation)", "data": "none", "licence": "n/a",
             "description": description}
-    return _entry(name, "scratch", cfg, None, card, parameter_count_on_meta(cfg, "encoder"), "")
+    # a plain U-Net has no separate encoder: its whole parameter count
+    prefix = "" if cfg.arch == "unet2d" else "encoder"
+    return _entry(name, "scratch", cfg, None, card, parameter_count_on_meta(cfg, prefix), "")
 
 
 def _header_params(path: Path, prefix: str) -> int:
