@@ -36,7 +36,7 @@ def test_encoder_widget_lists_catalogue_and_device(make_napari_viewer, tmp_path)
     w = EncoderWidget(viewer)
     assert w.list.count() >= 6
     assert session_for(viewer).encoder == "auto"  # the default: chosen from the data
-    assert "2D residual U-Net" in w.card.toPlainText()
+    assert "2D U-Net" in w.card.toPlainText()
     assert "CPU" in w.device_label.text() or "CUDA" in w.device_label.text()
     w.select("scratch-resunet")
     assert session_for(viewer).encoder == "scratch-resunet"

@@ -115,7 +115,7 @@ class EncoderWidget(QWidget):
 
 
 AUTO_NAME = "auto"
-AUTO_ABOUT = ("Chosen from the data when fine-tuning starts: a 2D residual U-Net for separate images and serial "
+AUTO_ABOUT = ("Chosen from the data when fine-tuning starts: a plain 2D U-Net for separate images and serial "
               "sections, the 3D MS-Con residual U-Net for near-isotropic volumes (the choice and its reason go "
               "into the model card).")
 
