@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_emseg._finite import NonFiniteError
 from napari_emseg.data.sampler import (
     DataError,
     PatchBatches,
@@ -105,7 +106,7 @@ def test_bad_volumes_are_refused_with_their_name(tmp_path, volumes):
     arr = np.random.default_rng(0).random((8, 64, 64)).astype(np.float32)
     arr[3, 10, 10] = np.nan
     np.save(nan, arr)
-    with pytest.raises(DataError, match="nan.npy.*NaN"):
+    with pytest.raises(NonFiniteError, match="nan.npy.*NaN.*first at z=3,y=10,x=10"):
         open_sources([nan], CFG)
     with pytest.raises(DataError, match="no training volumes"):
         open_sources([], CFG)

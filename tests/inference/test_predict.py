@@ -124,7 +124,7 @@ def test_refuses_bad_outputs(tmp_path):
 
     vol = em_volume((8, 32, 32))
     foreign = zarr.create_array(store=str(tmp_path / "other.zarr"), shape=(3, 8, 32, 32), dtype="float32")
-    with pytest.raises(EmsegError, match="not a napari-emseg prediction"):
+    with pytest.raises(EmsegError, match="not written by napari-emseg"):
         run(ConvNet(tile=(8, 32, 32)), vol, tmp_path / "other.zarr")
     with pytest.raises(EmsegError, match="shape"):
         run(ConvNet(tile=(8, 32, 32)), vol, np.zeros((2, 8, 32, 32), np.float16))
