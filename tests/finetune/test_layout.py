@@ -111,3 +111,16 @@ def test_mscon_encoder_fine_tunes_a_2d_network_on_sections(tmp_path):
                           FineTuneConfig(task="mitochondria", **TINY), out=tmp_path / "m.safetensors"), show=False)
     card = load_checkpoint(res.checkpoint).card
     assert card["layout"]["arch"] == "resunet2d" and card["transplant"]["loaded"] > 0
+
+
+@pytest.mark.parametrize("arch", ["unet2d", "resunet2d"])
+def test_2d_networks_run_a_volume_slice_by_slice(arch):
+    from napari_emseg.models import ModelConfig, build_model
+    from napari_emseg.models.heads import head_info
+
+    net = build_model(ModelConfig(arch=arch, widths=(4, 8, 8, 8, 8)), head_info("bcd")).eval()
+    vol = torch.randn(2, 1, 3, 32, 32)
+    with torch.no_grad():
+        out = net(vol)
+        assert out.shape == (2, 3, 3, 32, 32)
+        torch.testing.assert_close(out[1, :, 2], net(vol[1:2, :, 2])[0])

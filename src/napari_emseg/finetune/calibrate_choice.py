@@ -103,10 +103,9 @@ def _distance(value: Any, default: Any, span: float) -> float:
 
 
 def _get(cfg: Config, path: str) -> Any:
-    node: Any = cfg
-    for part in path.split("."):
-        node = getattr(node, part)
-    return node
+    from ..tuning import _get as get
+
+    return get(cfg, path)
 
 
 def _with_values(cfg: Config, values: Mapping[str, Any]) -> Any:

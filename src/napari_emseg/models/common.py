@@ -43,3 +43,11 @@ def norm_name(norm: str) -> str | tuple:
     if norm == "batch":
         return "batch"
     raise ValueError(f"norm {norm!r}: choose 'instance' or 'batch'")
+
+
+def slicewise(forward, x: torch.Tensor) -> torch.Tensor:
+    """Run a 2D ``forward`` over a volume ``(B, C, Z, Y, X)`` slice by slice (z folded into the
+    batch) and give ``(B, C_out, Z, Y, X)`` back."""
+    b, c, z, y, xx = x.shape
+    out = forward(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx))
+    return out.reshape(b, z, -1, y, xx).permute(0, 2, 1, 3, 4)

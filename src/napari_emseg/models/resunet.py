@@ -23,7 +23,7 @@ from monai.networks.blocks import ResidualUnit
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from torch import nn
 
-from .common import check_input, norm_name
+from .common import check_input, norm_name, slicewise
 
 __all__ = ["ResUNet3D", "ResUNet2D", "ResUNetEncoder", "ResUNetDecoder", "resunet_strides"]
 
@@ -182,12 +182,16 @@ class ResUNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Logits (or ``(logits, features)`` as :meth:`ResUNet3D.forward`)."""
-        if x.ndim == 5:  # a volume: slice by slice
-            b, c, z, y, xx = x.shape
-            out = self.forward(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx), return_features)
-            logits = out[0] if return_features else out
-            logits = logits.reshape(b, z, -1, y, xx).permute(0, 2, 1, 3, 4)
-            return (logits, out[1]) if return_features else logits
+        if x.ndim == 5:  # a volume: slice by slice (features stay per slice)
+            feats: list = []
+
+            def fwd(s: torch.Tensor) -> torch.Tensor:
+                logits, f = self.forward(s, True)
+                feats.extend(f)
+                return logits
+
+            logits = slicewise(fwd, x)
+            return (logits, feats) if return_features else logits
         check_input(x, in_channels=self.in_channels, multiple=self.input_multiple[1:], name="ResUNet2D")
         out, feats = self.decoder(self.encoder(x))
         logits = self.head(out)

@@ -19,7 +19,7 @@ import torch
 from monai.networks.blocks import UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
-from .common import check_input, norm_name
+from .common import check_input, norm_name, slicewise
 from .resunet import ResUNetEncoder
 from .vit3d import ViT
 
@@ -103,9 +103,7 @@ class TransUNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 5:  # a volume: slice by slice
-            b, c, z, y, xx = x.shape
-            out = self.forward(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx))
-            return out.reshape(b, z, -1, y, xx).permute(0, 2, 1, 3, 4)
+            return slicewise(self.forward, x)
         check_input(x, in_channels=self.in_channels, multiple=self.input_multiple[1:], name="TransUNet2D")
         tokens, grid, skips = self.encoder(x)
         h = self.decoder["bridge"](self.encoder.transformer.tokens_to_map(tokens, grid))

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .common import check_input
+from .common import check_input, slicewise
 
 __all__ = ["UNet2D"]
 
@@ -45,8 +45,6 @@ class UNet2D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 5:  # a volume: slice by slice
-            b, c, z, y, xx = x.shape
-            out = self.forward(x.permute(0, 2, 1, 3, 4).reshape(b * z, c, y, xx))
-            return out.reshape(b, z, -1, y, xx).permute(0, 2, 1, 3, 4)
+            return slicewise(self.forward, x)
         check_input(x, in_channels=self.in_channels, multiple=self.input_multiple[1:], name="UNet2D")
         return self.net(x)
