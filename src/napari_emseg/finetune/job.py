@@ -37,6 +37,7 @@ from .holdout import holdout_validator, split_holdout
 from .layout import Dims, detect_layout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
+from .preview import with_previews
 
 logger = logging.getLogger(__name__)
 
@@ -261,7 +262,7 @@ def fine_tune(
     )
     job = train(objective, data, tcfg, None, param_groups=groups, validate=validate,
                 meta={"kind": f"finetune-{kind}"}, stage="fine-tune")
-    result = yield from _with_previews(job, model, image, lo, hi, cfg)
+    result = yield from with_previews(job, model, image, lo, hi, cfg)
     if result.best_state is not None:
         objective.load_state_dict(result.best_state)
     model = objective.model.cpu().eval()
@@ -366,57 +367,6 @@ def _resample_crop(crop: np.ndarray, ann, plan, antialias: bool):
 
 def _isotropic(voxel_size) -> bool:
     return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
-
-
-def _with_previews(job, model: nn.Module, image, lo: float, hi: float, cfg: FineTuneConfig):
-    """Forward the trainer's events, adding a prediction of slice ``preview_z`` now and then."""
-    from ..progress import Cancelled
-
-    try:
-        event = next(job)
-        while True:
-            if cfg.preview_every and cfg.preview_z is not None and event.step and event.step % cfg.preview_every == 0:
-                from dataclasses import replace
-
-                event = replace(event, preview=_predict_slice(model, image, cfg.preview_z, lo, hi))
-            try:
-                yield event
-            except (Cancelled, KeyboardInterrupt) as stop:
-                event = job.throw(stop)
-                continue
-            event = next(job)
-    except StopIteration as done:
-        return done.value
-
-
-def _predict_slice(model: nn.Module, image, z: int, lo: float, hi: float, max_side: int = 384) -> dict[str, Any]:
-    """The model's maps on (a centred window of) slice ``z``, for live display."""
-    from ..models.info import apply_activation
-
-    info = model.info
-    nz, ny, nx = image.shape
-    dz = info.tile[0] if info.spatial_dims == 3 else 1
-    mult = info.input_multiple
-    hy, hx = (min(n, max_side) // m * m for n, m in zip((ny, nx), mult[1:]))
-    y0, x0 = (ny - hy) // 2, (nx - hx) // 2
-    z0 = int(np.clip(z - dz // 2, 0, max(0, nz - dz)))
-    block = image[z0 : z0 + dz, y0 : y0 + hy, x0 : x0 + hx]
-    block = normalize(np.asarray(block.compute() if hasattr(block, "compute") else block), lo, hi, info.norm.invert)
-    if block.shape[0] < dz:
-        block = np.pad(block, ((0, dz - block.shape[0]), (0, 0), (0, 0)), mode="edge")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        x = torch.from_numpy(block)[None, None].to(device)
-        if info.spatial_dims == 2:
-            x = x[:, :, min(z - z0, dz - 1)]
-            maps = apply_activation(model(x), info)[0]
-        else:
-            maps = apply_activation(model(x), info)[0][:, min(z - z0, dz - 1)]
-    model.train(was_training)
-    return {"z": int(z), "offset": (int(y0), int(x0)), "maps": maps.float().cpu().numpy(),
-            "channel_names": tuple(info.channel_names)}
 
 
 def _encoder_name(encoder: Any) -> str:
