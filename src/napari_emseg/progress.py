@@ -135,6 +135,22 @@ def cancellable(job: Job[T], token: CancelToken) -> Job[T]:
         return stop.value
 
 
+def relay(job: Job[T], transform: Callable[[Progress], Progress]) -> Job[T]:
+    """Forward ``job``'s events through ``transform``; Cancel (or Ctrl-C) thrown into the relay
+    is passed on to ``job``, and ``job``'s result is returned."""
+    try:
+        event = next(job)
+        while True:
+            try:
+                yield transform(event)
+            except (Cancelled, KeyboardInterrupt) as stop:
+                event = job.throw(stop)
+                continue
+            event = next(job)
+    except StopIteration as done:
+        return done.value
+
+
 def drain(
     job: Job[T],
     *,

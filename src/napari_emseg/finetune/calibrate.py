@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
-from ..progress import Cancelled, Job, Progress, drain
+from ..progress import Cancelled, Job, Progress, drain, relay
 from .calibrate_choice import (
     _distance,
     _fmt,
@@ -370,18 +370,9 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
 
 def _as_calibrate(job: Job[Any], message: str, step: int, total: int) -> Job[Any]:
     """Forward an inner job's events as ``stage="calibrate"`` (Cancel is passed on to it)."""
-    try:
-        event = next(job)
-        while True:
-            try:
-                yield replace(event, step=step, total=total, stage="calibrate",
-                              message=f"{message}: {event.stage} {event.step}/{event.total or '?'}", preview=None)
-            except (Cancelled, KeyboardInterrupt) as stop:
-                event = job.throw(stop)
-                continue
-            event = next(job)
-    except StopIteration as done:
-        return done.value
+    return (yield from relay(job, lambda event: replace(
+        event, step=step, total=total, stage="calibrate",
+        message=f"{message}: {event.stage} {event.step}/{event.total or '?'}", preview=None)))
 
 
 def _score_grid(predictions, target, info, voxel_size, task, base, grid, ax, slices, reference, metric, folds, done):

@@ -15,23 +15,16 @@ __all__ = ["with_previews", "predict_slice"]
 
 def with_previews(job, model: nn.Module, image, lo: float, hi: float, cfg: Any):
     """Forward the trainer's events, adding a prediction of slice ``preview_z`` now and then."""
-    from ..progress import Cancelled
+    from dataclasses import replace
 
-    try:
-        event = next(job)
-        while True:
-            if cfg.preview_every and cfg.preview_z is not None and event.step and event.step % cfg.preview_every == 0:
-                from dataclasses import replace
+    from ..progress import relay
 
-                event = replace(event, preview=predict_slice(model, image, cfg.preview_z, lo, hi))
-            try:
-                yield event
-            except (Cancelled, KeyboardInterrupt) as stop:
-                event = job.throw(stop)
-                continue
-            event = next(job)
-    except StopIteration as done:
-        return done.value
+    def add_preview(event):
+        if cfg.preview_every and cfg.preview_z is not None and event.step and event.step % cfg.preview_every == 0:
+            return replace(event, preview=predict_slice(model, image, cfg.preview_z, lo, hi))
+        return event
+
+    return (yield from relay(job, add_preview))
 
 
 def predict_slice(model: nn.Module, image, z: int, lo: float, hi: float, max_side: int = 384) -> dict[str, Any]:
