@@ -247,7 +247,6 @@ def write_volume(
         The path written.
     """
     import dask.array as da
-    import zarr
 
     from ._outputs import guard_foreign, owner_attrs
 
@@ -265,22 +264,31 @@ def write_volume(
     ensure_parent_groups(target, zarr_format)
     tmp = target.with_name(f".{target.name}.partial-{uuid.uuid4().hex[:8]}")
     try:
-        arr = zarr.create_array(
-            store=str(tmp), shape=data.shape, chunks=chunks, dtype=data.dtype,
-            zarr_format=zarr_format, fill_value=0,
-        )
         meta: dict[str, Any] = {**owner_attrs(), **dict(attrs or {})}
         if voxel_size is not None:
             meta["resolution"] = [float(v) for v in voxel_size]
             meta["unit"] = "nm"
-        if meta:
-            arr.attrs.update(jsonable(meta))
-        da.store(data, arr, lock=False, compute=True)
+        store_array(tmp, data, meta, zarr_format)
         _replace_dir(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return str(target)
+
+
+def store_array(path: str | os.PathLike, data: Any, attrs: Mapping[str, Any], zarr_format: int = 2) -> Any:
+    """Create a zarr array at ``path`` shaped and chunked like the dask array ``data`` and store
+    ``data`` into it chunk by chunk (no atomic publishing: the caller writes to a hidden place)."""
+    import dask.array as da
+    import zarr
+
+    chunks = tuple(int(c[0]) for c in data.chunks)
+    arr = zarr.create_array(store=os.fspath(path), shape=data.shape, chunks=chunks, dtype=data.dtype,
+                            zarr_format=zarr_format, fill_value=0)
+    if attrs:
+        arr.attrs.update(jsonable(dict(attrs)))
+    da.store(data, arr, lock=False, compute=True)
+    return arr
 
 
 def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:

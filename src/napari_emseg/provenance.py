@@ -341,7 +341,7 @@ def export_bundle(path: str | os.PathLike, bundle: Mapping[str, Any], labels: An
     if path.suffix.lower() not in (".tif", ".tiff"):
         import zarr
 
-        zarr.open_array(str(path), mode="r+").attrs.update({ATTR_KEY: plain})
+        zarr.open(str(path), mode="r+").attrs.update({ATTR_KEY: plain})  # an array, or an OME-Zarr group
     return target
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from ._lock import locks_output
 from .config import Config
 from .inference.config import InferenceConfig
+from .ngff import array_path, in_ome
 from .postprocess.mitochondria import MitoConfig
 from .postprocess.neurons import NeuronConfig
 from .postprocess.semantic import SemanticConfig
@@ -110,7 +111,9 @@ def segment_job(
         Inference and post-processing settings (:class:`SegmentConfig`).
     out
         A zarr container: maps go to ``out/predictions`` (resumable) and labels to
-        ``out/labels``; ``None`` keeps both in memory.
+        ``out/labels``; ``None`` keeps both in memory. A ``*.ome.zarr`` container holds both as
+        NGFF multiscale images (level 0 at ``out/predictions/0`` and ``out/labels/0``, then a
+        pyramid; :mod:`napari_emseg.ngff`).
     voxel_size
         ``(z, y, x)`` nm of ``image`` (taken from a ``Volume`` when not given).
     postprocess
@@ -151,9 +154,10 @@ def segment_job(
         config.postprocess_for(info.target)
     if voxel_size is None and hasattr(image, "voxel_size") and getattr(image, "voxel_size_known", True):
         voxel_size = tuple(image.voxel_size)
-    pred_out = str(Path(out) / PREDICTIONS) if out is not None else None
+    pred_out = str(array_path(out, PREDICTIONS)) if out is not None else None
     predictions = yield from predict_matched(net, image, pred_out, config.inference, config.voxel_match,
                                              voxel_size=voxel_size, attrs=dict(attrs or {}), overwrite=overwrite)
+    finish_multiscale(pred_out, "maps", voxel_size)
     seg = Segmentation(predictions, None, info.target, tuple(info.channel_names), tuple(info.offsets),
                        tuple(voxel_size) if voxel_size else None)
     if pred_out is not None:
@@ -218,7 +222,8 @@ def postprocess_job(seg: Segmentation, config: SegmentConfig) -> Job[Any]:
 
 
 def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: dict[str, Any] | None = None) -> str:
-    """Write instance labels to zarr (atomically) or TIFF, by suffix.
+    """Write instance labels to zarr (atomically), OME-Zarr (a multiscale group, inside or named
+    ``*.ome.zarr``) or TIFF, by suffix.
 
     ``attrs`` go into the zarr attributes, or as JSON into a TIFF's ImageJ ``Info`` property
     (ImageJ: Image > Show Info) or image description (32-bit labels, which ImageJ cannot read).
@@ -251,9 +256,23 @@ def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: d
             tifffile.imwrite(tmp, data.astype(np.uint16) if imagej else data, imagej=imagej,
                              metadata=meta if imagej else None, **kwargs)
         return str(path)
+    if in_ome(path):
+        from .ngff import write_multiscale
+
+        return write_multiscale(path, labels, kind="labels", voxel_size=voxel_size, attrs=attrs)
     from .io import write_volume
 
     return write_volume(path, labels, voxel_size=voxel_size, attrs=attrs)
+
+
+def finish_multiscale(level0: str | os.PathLike | None, kind: str, voxel_size: Any = None) -> None:
+    """In an OME-Zarr output, build the pyramid of a complete level-0 array written at
+    ``array_path(out, name)`` (:func:`napari_emseg.ngff.build_pyramid`); nothing for plain zarr."""
+    from .ngff import build_pyramid, multiscale_group
+
+    group = multiscale_group(level0) if level0 is not None else None
+    if group is not None:
+        build_pyramid(group, kind=kind, voxel_size=voxel_size)
 
 
 def export_labels(

@@ -18,6 +18,7 @@ from typing import Any
 from .._lock import locks_output
 from ..config import Config
 from ..inference.config import InferenceConfig
+from ..ngff import array_path
 from ..progress import Job
 from .cluster import SyncArray, VolumeRef, dask_client
 from .config import BlockwiseConfig
@@ -93,9 +94,10 @@ def segment_blockwise_job(
     The run holds ``OUT.lock`` (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
     """
     from ..io import open_volume
+    from ..workflows import finish_multiscale
 
     out = Path(os.fspath(out))
-    pred_path = str(out / PREDICTIONS)
+    pred_path = str(array_path(out, PREDICTIONS))
     if isinstance(image, (str, os.PathLike)):
         vol = open_volume(image, channel=channel, voxel_size=voxel_size, axes=axes)
         ref: Any = VolumeRef(os.fspath(image), channel, tuple(voxel_size) if voxel_size else None, axes)
@@ -110,8 +112,10 @@ def segment_blockwise_job(
                                                 voxel_size=vs, attrs=meta, retries=blockwise.retries,
                                                 overwrite=overwrite)
         target = str(pred.attrs["target"])
+        finish_multiscale(pred_path, "maps", vs)
         if not extract:
             return BlockwiseSegmentation(pred_path, None, target)
-        labels = yield from instances_blockwise_job(pred_path, out / LABELS, postprocess, blockwise, target=target,
-                                                    scheduler=client, attrs=meta, resume=inference.resume)
+        labels = yield from instances_blockwise_job(pred_path, array_path(out, LABELS), postprocess, blockwise,
+                                                    target=target, scheduler=client, attrs=meta, resume=inference.resume)
+    finish_multiscale(labels, "labels", vs)
     return BlockwiseSegmentation(pred_path, labels, target)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..ngff import array_path
 from ..resample import add_voxel_match_arguments, voxel_match_from_args
 from ._args import (
     add_axes_argument,
@@ -43,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None, help="checkpoint (.safetensors) written by finetune")
     p.add_argument("--preset", choices=["mitochondria", "neurons"], default=None,
                    help="one-click: the bundled model and tuned settings for this structure (instead of --model)")
-    p.add_argument("--out", required=True, help=f"output zarr container; maps go to OUT/{PREDICTIONS}")
+    p.add_argument("--out", required=True, help=f"output zarr container; maps go to OUT/{PREDICTIONS} "
+                   "(OUT ending in .ome.zarr: OME-Zarr multiscale images with a pyramid)")
     p.add_argument("--tile", type=int_triple, default=None, metavar="Z,Y,X", help="tile shape (default: the model's)")
     p.add_argument("--overlap", type=fraction, default=None, help="tile overlap fraction in [0, 1) (default 0.25)")
     p.add_argument("--batch", type=positive_int, default=None, help="tiles (3D) or planes (2D) per pass; halved on OOM")
@@ -151,6 +153,7 @@ def predict(args: argparse.Namespace) -> Any:
     from ..io import open_volume
     from ..models import load_model
     from ..progress import drain
+    from ..workflows import finish_multiscale
 
     cfg = build_config(args)
     match = voxel_match_from_args(args)
@@ -158,11 +161,13 @@ def predict(args: argparse.Namespace) -> Any:
     model = load_model(args.model, device="cpu", expect_in_channels=1)
     if not match.enabled:
         _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
-    out = Path(args.out) / PREDICTIONS
+    out = array_path(args.out, PREDICTIONS)
     attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel,
                         **({"axes": args.axes} if _axes(args) else {})}}
     job = predict_matched(model, image, out, cfg, match, attrs=attrs, overwrite=getattr(args, "overwrite", False))
-    return drain(job, desc="predict", show=not args.quiet)
+    pred = drain(job, desc="predict", show=not args.quiet)
+    finish_multiscale(out, "maps", image.voxel_size if image.voxel_size_known else None)
+    return pred
 
 
 def postprocess(pred: Any, args: argparse.Namespace, started: float | None = None) -> Any:
@@ -192,7 +197,7 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
         if getattr(args, "tune", None):
             final, tuned = yield from _tune(pred, target, cfg, offsets, voxel_size, args)
             used = {"source": "tuned on painted labels (--tune)", "labels": str(args.tune), "base": source["source"]}
-        else:
+        elif not getattr(args, "quiet", False):
             from ..calibration import describe_source
 
             print(describe_source(used))
@@ -302,7 +307,7 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
         config = config.replace(**{name: post})
     model = load_model(args.model)
     vs = image.voxel_size if image.voxel_size_known else None
-    outputs = {PREDICTIONS: str(Path(args.out) / PREDICTIONS), **({"labels": str(labels_path)} if labels_path else {})}
+    outputs = {PREDICTIONS: str(array_path(args.out, PREDICTIONS)), **({"labels": str(labels_path)} if labels_path else {})}
     return (yield from record_job(
         args.out, model=model, config=config, image=image, voxel_size=vs, outputs=outputs, labels=labels,
         postprocess=labels_path is not None, model_path=args.model, input_path=str(args.image), channel=args.channel,
@@ -340,7 +345,7 @@ def check_outputs(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     labels = out / ("labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels")
-    pred = out / PREDICTIONS
+    pred = array_path(out, PREDICTIONS)
     plan = [pred, labels, out / "provenance.json", Path(f"{pred}{MODEL_GRID_SUFFIX}")]
     check_not_input(plan, [args.image, args.model, getattr(args, "tune", None), getattr(args, "config", None)])
     for p in plan:

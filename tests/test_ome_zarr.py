@@ -1,0 +1,147 @@
+"""Issue 16, OME-Zarr outputs: ``segment --out seg.ome.zarr`` and the napari writer write NGFF 0.4
+multiscale images (level 0 as a plain zarr output, then a pyramid), marked, atomic, resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from napari_emseg._outputs import UnsafeOutputError, is_ours
+from napari_emseg.cli.main import main
+from napari_emseg.io import open_volume, write_volume
+from napari_emseg.ngff import multiscales_of, pyramid_factors, write_multiscale
+
+SEG = ["--tile", "8,32,32", "--block", "8,64,64", "--device", "cpu", "--dtype", "uint8"]
+VS = (40.0, 8.0, 8.0)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The same segmentation written as plain zarr and as OME-Zarr, and the OME command."""
+    from napari_emseg.data.synthetic import make_synthetic_em
+    from napari_emseg.models import ModelConfig, build_model, head_info, save_checkpoint
+
+    d = tmp_path_factory.mktemp("ome")
+    net = build_model(ModelConfig(arch="resunet", widths=(4, 8), subunits=1), head_info("bcd", tile=(8, 32, 32)))
+    save_checkpoint(d / "mito.safetensors", net)
+    em = make_synthetic_em((12, 140, 140), seed=1)
+    write_volume(d / "raw.zarr", em.raw, voxel_size=VS)
+    base = ["-q", "segment", "--image", str(d / "raw.zarr"), "--model", str(d / "mito.safetensors"), *SEG,
+            *(f"--post={kv}" for kv in ("seed_foreground=0.55", "seed_contour=0.6", "seed_distance=0.45",
+                                        "foreground_threshold=0.45", "min_seed_size=1", "min_size=0"))]
+    assert main([*base, "--out", str(d / "seg.zarr")]) == 0
+    ome = [*base, "--out", str(d / "seg.ome.zarr")]
+    assert main(ome) == 0
+    return d, ome
+
+
+def _ms(group: Path) -> dict:
+    return dict(zarr.open_group(str(group), mode="r").attrs)["multiscales"][0]
+
+
+def _mean2(a: np.ndarray) -> np.ndarray:
+    """Mean of 2x2 blocks in y/x of (..., y, x) uint8, the last row/column repeated when odd."""
+    pad = [(0, 0)] * (a.ndim - 2) + [(0, a.shape[-2] % 2), (0, a.shape[-1] % 2)]
+    b = np.pad(a.astype(np.float32), pad, mode="edge")
+    m = b.reshape(*b.shape[:-2], b.shape[-2] // 2, 2, b.shape[-1] // 2, 2).mean(axis=(-3, -1))
+    return np.clip(np.round(m), 0, 255).astype(np.uint8)
+
+
+def test_segment_ome_zarr_level0_is_the_plain_output(runs):
+    d, _ = runs
+    for name in ("predictions", "labels"):
+        plain = zarr.open_array(str(d / "seg.zarr" / name), mode="r")
+        level0 = zarr.open_array(str(d / "seg.ome.zarr" / name / "0"), mode="r")
+        np.testing.assert_array_equal(level0[:], plain[:])
+        assert level0.chunks == plain.chunks and level0.dtype == plain.dtype
+        assert dict(level0.attrs)["resolution"] == list(VS)
+    assert zarr.open_array(str(d / "seg.zarr/labels"), mode="r")[:].max() > 0
+    assert (d / "seg.ome.zarr/provenance.json").is_file()
+
+
+def test_segment_ome_zarr_metadata_and_pyramid(runs):
+    d, _ = runs
+    pred, labels = d / "seg.ome.zarr/predictions", d / "seg.ome.zarr/labels"
+    ms = _ms(pred)
+    assert ms["version"] == "0.4" and [a["name"] for a in ms["axes"]] == ["c", "z", "y", "x"]
+    assert [a["type"] for a in ms["axes"]] == ["channel", "space", "space", "space"]
+    assert [a.get("unit") for a in ms["axes"]] == [None, "nanometer", "nanometer", "nanometer"]
+    assert [ds["path"] for ds in ms["datasets"]] == ["0", "1", "2"]  # 140 -> 70 -> 35 in y/x
+    scales = [ds["coordinateTransformations"][0] for ds in ms["datasets"]]
+    assert all(s["type"] == "scale" for s in scales)
+    assert [s["scale"] for s in scales] == [[1, 40, 8, 8], [1, 40, 16, 16], [1, 40, 32, 32]]
+    assert ms["datasets"][1]["coordinateTransformations"][1] == {"type": "translation",
+                                                                  "translation": [0, 0, 4, 4]}
+    p0, p1, p2 = (zarr.open_array(str(pred / str(i)), mode="r")[:] for i in range(3))
+    assert p1.shape == (3, 12, 70, 70) and p2.shape == (3, 12, 35, 35)
+    np.testing.assert_array_equal(p1, _mean2(p0))  # z kept: 40 nm is over twice 8 nm
+    np.testing.assert_array_equal(p2, _mean2(p1))
+
+    attrs = dict(zarr.open_group(str(labels), mode="r").attrs)
+    assert attrs["image-label"]["version"] == "0.4"
+    ms = attrs["multiscales"][0]
+    assert [a["name"] for a in ms["axes"]] == ["z", "y", "x"] and ms["type"] == "nearest"
+    assert [len(ds["coordinateTransformations"]) for ds in ms["datasets"]] == [1, 1, 1]  # no shift
+    l0, l1, l2 = (zarr.open_array(str(labels / str(i)), mode="r")[:] for i in range(3))
+    np.testing.assert_array_equal(l1, l0[:, ::2, ::2])
+    np.testing.assert_array_equal(l2, l0[:, ::4, ::4])
+    assert set(np.unique(l2)) <= set(np.unique(l0))  # nearest: no new ids
+    for node in (pred, labels, *(pred / str(i) for i in range(3)), *(labels / str(i) for i in range(3))):
+        assert is_ours(node), node
+
+
+def test_segment_ome_zarr_resumes_and_is_read_as_input(runs):
+    d, ome = runs
+    before = zarr.open_array(str(d / "seg.ome.zarr/labels/1"), mode="r")[:]
+    assert main(ome) == 0  # the same command again: every block found, pyramid made again
+    np.testing.assert_array_equal(zarr.open_array(str(d / "seg.ome.zarr/labels/1"), mode="r")[:], before)
+    assert not [p for p in (d / "seg.ome.zarr").rglob(".*partial*")]
+    vol = open_volume(f"{d}/seg.ome.zarr:labels")  # the CLI reads level 0 with its voxel size
+    assert vol.voxel_size == VS and vol.data.shape == (12, 140, 140)
+
+
+def test_write_multiscale_refuses_foreign_data(tmp_path):
+    foreign = zarr.open_group(str(tmp_path / "theirs.ome.zarr"), mode="w", zarr_format=2)
+    foreign.create_array("0", shape=(4, 8, 8), dtype="u4", fill_value=7)
+    with pytest.raises(UnsafeOutputError, match="not written by napari-emseg"):
+        write_multiscale(tmp_path / "theirs.ome.zarr", np.zeros((4, 8, 8), np.uint32))
+    assert zarr.open_array(str(tmp_path / "theirs.ome.zarr/0"), mode="r")[0, 0, 0] == 7
+    # our own output is replaced whole, atomically, with the new pyramid
+    ours = tmp_path / "ours.ome.zarr"
+    write_multiscale(ours, np.ones((4, 300, 300), np.uint32), voxel_size=(8, 8, 8))
+    assert [ds["path"] for ds in _ms(ours)["datasets"]] == ["0", "1", "2", "3"]
+    write_multiscale(ours, np.full((4, 100, 100), 5, np.uint32), voxel_size=(8, 8, 8))
+    assert [ds["path"] for ds in _ms(ours)["datasets"]] == ["0", "1"] and not (ours / "2").exists()
+    assert zarr.open_array(str(ours / "1"), mode="r")[:].tolist() == np.full((2, 50, 50), 5).tolist()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.ome.zarr", "theirs.ome.zarr"]
+
+
+def test_napari_writer_saves_labels_as_ome_zarr(tmp_path):
+    from napari_emseg._reader import get_reader
+    from napari_emseg._writer import write_labels
+
+    labels = np.random.default_rng(0).integers(0, 9, (5, 130, 130)).astype(np.uint16)
+    [path] = write_labels(str(tmp_path / "edit.ome.zarr"), labels, {"scale": (30.0, 4.0, 4.0), "name": "seg"})
+    assert path.endswith("edit.ome.zarr")
+    attrs = dict(zarr.open_group(path, mode="r").attrs)
+    assert "image-label" in attrs and is_ours(path)
+    [(data, meta, kind)] = get_reader(path)(path)
+    assert kind == "labels" and meta["multiscale"] and tuple(meta["scale"]) == (30.0, 4.0, 4.0)
+    assert [lv.shape for lv in data] == [(5, 130, 130), (5, 65, 65), (5, 33, 33)]
+    np.testing.assert_array_equal(data[0].compute(), labels)
+    # a multiscale layer (what napari hands over after opening a pyramid) saves its finest level
+    [again] = write_labels(str(tmp_path / "again.ome.zarr"), data, {"scale": meta["scale"]})
+    np.testing.assert_array_equal(zarr.open_array(f"{again}/0", mode="r")[:], labels)
+
+
+def test_pyramid_factors_follow_anisotropy():
+    assert pyramid_factors((100, 1000, 1000), (30, 8, 8)) == [(1, 2, 2), (2, 2, 2), (2, 2, 2), (2, 2, 2)]
+    assert pyramid_factors((10, 64, 64), (8, 8, 8)) == []
+    assert pyramid_factors((1, 200, 200), (1, 1, 1)) == [(1, 2, 2), (1, 2, 2)]  # one slice stays one
+    ms = multiscales_of(3, "x", [(1, 2, 2)], None, "maps")
+    assert all("unit" not in a for a in ms["axes"])  # unknown voxel size: no unit claimed
+    assert ms["datasets"][1]["coordinateTransformations"] == [
+        {"type": "scale", "scale": [1.0, 2.0, 2.0]}, {"type": "translation", "translation": [0.0, 0.5, 0.5]}]
