@@ -83,3 +83,21 @@ def test_blockwise_options_are_checked(setup, tmp_path, capsys):
     assert "zarr" in capsys.readouterr().err
     assert main([*base[:-1], "4,48"]) == 2
     assert "z,y,x" in capsys.readouterr().err
+
+
+def test_quiet_prints_only_the_result_with_local_workers(setup, tmp_path):
+    """``-q``: no INFO line from anything, dask.distributed and its local worker processes included."""
+    import subprocess
+    import sys
+
+    root, ckpt = setup
+    cmd = [sys.executable, "-m", "napari_emseg.cli.main", "-q", "segment", "--image", str(root / "raw.zarr"),
+           "--model", str(ckpt), "--device", "cpu", "--out", str(tmp_path / "q.zarr"), "--blocks", "6,48,48",
+           "--local-workers", "2", "--post", "min_size=1"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout.splitlines()
+    assert len(out) == 2 and "q.zarr/predictions: (3, 12, 96, 96)" in out[0] and out[1].endswith("instance labels")
+    # warnings may appear (e.g. a slow worker shutdown), INFO and DEBUG never
+    noise = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith(("WARNING", "ERROR"))]
+    assert not noise, done.stderr

@@ -29,7 +29,9 @@ def test_segment_writes_predictions_and_resumes(tmp_path, checkpoint, capsys):
             "--out", str(tmp_path / "seg.zarr"), "--tile", "8,32,32", "--block", "8,32,32",
             "--device", "cpu", "--dtype", "uint8"]
     assert main(args) == 0
-    assert "seg.zarr/predictions: (3, 12, 64, 64) uint8 (foreground, contour, distance)" in capsys.readouterr().out
+    printed = capsys.readouterr().out.splitlines()
+    assert "seg.zarr/predictions: (3, 12, 64, 64) uint8 (foreground, contour, distance)" in printed[0]
+    assert len(printed) == 2 and printed[1].endswith("labels: instance labels")  # -q: the result only
     pred = zarr.open_array(str(tmp_path / "seg.zarr" / "predictions"), mode="r")
     attrs = dict(pred.attrs)
     assert attrs["complete"] is True and attrs["scale"] == 255 and attrs["target"] == "bcd"

@@ -78,8 +78,11 @@ def dask_client(
             yield client
         return
     n = max(1, int(local_workers or 1))
+    # no dashboard, and the scheduler's HTTP routes on a free port: a second job on this machine
+    # (or a cluster already on 8787) gets no "port in use" warning
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=max(1, threads_per_worker),
-                                       processes=processes, dashboard_address=None)
+                                       processes=processes, dashboard_address=None,
+                                       scheduler_kwargs={"dashboard": False, "dashboard_address": ":0"})
     try:
         with distributed.Client(cluster) as client:
             yield client

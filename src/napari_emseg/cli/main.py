@@ -49,10 +49,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+NOISY = ("distributed", "numcodecs", "asyncio", "PIL", "matplotlib")
+"""Libraries whose INFO lines are not ours to print: only their warnings and errors are shown."""
+
+
+class _LibraryThreshold(logging.Filter):
+    """Drop records of :data:`NOISY` libraries below ``level`` at the handler.
+
+    A logger level is not enough: dask.distributed sets its loggers to INFO when it is imported,
+    which happens after this setup (``--blocks``); a handler filter holds whatever they do.
+    """
+
+    def __init__(self, names: Sequence[str], level: int) -> None:
+        super().__init__()
+        self.names, self.level = tuple(names), level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= self.level:
+            return True
+        return not any(record.name == n or record.name.startswith(n + ".") for n in self.names)
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Log to stderr: INFO (``-v``: the same, ``-vv``: DEBUG), or warnings and errors only (``quiet``).
+
+    With ``quiet`` no INFO line reaches stderr from any logger; the libraries in :data:`NOISY`
+    show warnings and errors only at every level. The local workers of ``--local-workers`` log
+    warnings and errors only (dask's ``silence_logs``). Nothing changes when the root logger
+    already has handlers (napari-emseg called from a program that set up its own logging).
+    """
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("distributed", "numcodecs", "asyncio", "PIL", "matplotlib"):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(level)
+    handler.addFilter(_LibraryThreshold(NOISY, max(level, logging.WARNING)))
+    logging.basicConfig(level=level, handlers=[handler])
+    for noisy in NOISY:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
