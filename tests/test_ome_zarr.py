@@ -145,3 +145,48 @@ def test_pyramid_factors_follow_anisotropy():
     assert all("unit" not in a for a in ms["axes"])  # unknown voxel size: no unit claimed
     assert ms["datasets"][1]["coordinateTransformations"] == [
         {"type": "scale", "scale": [1.0, 2.0, 2.0]}, {"type": "translation", "translation": [0.0, 0.5, 0.5]}]
+
+
+def test_interrupted_before_the_pyramid_is_finished_by_the_same_command(runs):
+    d, ome = runs
+    pred = d / "seg.ome.zarr/predictions"
+    zarr.open_group(str(pred), mode="r+").attrs.clear()  # as if stopped after level 0 was complete
+    for level in ("1", "2"):
+        __import__("shutil").rmtree(pred / level)
+    assert main(ome) == 0
+    assert [ds["path"] for ds in _ms(pred)["datasets"]] == ["0", "1", "2"] and is_ours(pred)
+    assert zarr.open_array(str(pred / "2"), mode="r").shape == (3, 12, 35, 35)
+
+
+def test_rerun_and_export_keep_ome_zarr(runs, tmp_path):
+    from napari_emseg.rerun import default_rerun_path
+    from napari_emseg.workflows import export_labels
+
+    d, _ = runs
+    assert default_rerun_path(d / "seg.ome.zarr") == d / "seg-rerun.ome.zarr"
+    assert main(["-q", "rerun", str(d / "seg.ome.zarr"), "--device", "cpu"]) == 0  # labels identical
+    assert "image-label" in dict(zarr.open_group(str(d / "seg-rerun.ome.zarr/labels"), mode="r").attrs)
+    # what the Segment widget's export calls: an edited layer saved as an OME-Zarr label image
+    edited = zarr.open_array(str(d / "seg.ome.zarr/labels/0"), mode="r")[:]
+    path = export_labels(tmp_path / "edited.ome.zarr", edited, VS, details={"layer": "seg"})
+    level0 = dict(zarr.open_array(f"{path}/0", mode="r").attrs)
+    assert level0["layer"] == "seg" and level0["resolution"] == list(VS)
+    assert _ms(path)["datasets"][1]["coordinateTransformations"][0]["scale"] == [40, 16, 16]
+
+
+def test_blockwise_segment_writes_ome_zarr(runs):
+    from napari_emseg.blockwise import dask_client
+
+    d, ome = runs
+    out = d / "blocks.ome.zarr"
+    args = [a if a != str(d / "seg.ome.zarr") else str(out) for a in ome]
+    with dask_client(None, 1, processes=False) as client:
+        assert main([*args, "--blocks", "8,64,64", "--scheduler", client.scheduler.address]) == 0
+    np.testing.assert_array_equal(zarr.open_array(str(out / "predictions/0"), mode="r")[:],
+                                  zarr.open_array(str(d / "seg.zarr/predictions"), mode="r")[:])
+    assert [ds["path"] for ds in _ms(out / "predictions")["datasets"]] == ["0", "1", "2"]
+    labels = out / "labels"
+    assert "image-label" in dict(zarr.open_group(str(labels), mode="r").attrs)
+    l0 = zarr.open_array(str(labels / "0"), mode="r")[:]
+    assert l0.max() > 0
+    np.testing.assert_array_equal(zarr.open_array(str(labels / "1"), mode="r")[:], l0[:, ::2, ::2])

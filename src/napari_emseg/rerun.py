@@ -35,10 +35,12 @@ class RerunResult:
 
 
 def default_rerun_path(output: str | os.PathLike) -> Path:
-    """``seg.zarr`` -> ``seg-rerun.zarr`` (beside the original)."""
+    """``seg.zarr`` -> ``seg-rerun.zarr``, ``seg.ome.zarr`` -> ``seg-rerun.ome.zarr`` (beside the original)."""
     p = Path(output)
     if p.name == PROVENANCE_FILE:
         p = p.parent
+    if p.name.lower().endswith(".ome.zarr"):
+        return p.with_name(f"{p.name[:-len('.ome.zarr')]}-rerun{p.name[-len('.ome.zarr'):]}")
     return p.with_name(f"{p.stem}-rerun{p.suffix}")
 
 
