@@ -98,9 +98,18 @@ def test_folder_of_slices(tmp_path, suffix):
 
 def test_small_labels_napari_emseg_wrote_open_as_labels(tmp_path):
     from napari_emseg._writer import write_labels
+    from napari_emseg.workflows import write_labels as write_labels_file
 
     [path] = write_labels(str(tmp_path / "edit"), np.ones((2, 8, 8), np.uint16), {"scale": VS})
     [(_, _, kind)] = _read(path)
+    assert kind == "labels"
+    # segment --labels-format tif: 16-bit TIFF labels beside the maps, opened with the container
+    write_volume(tmp_path / "seg.zarr/predictions", np.zeros((2, 2, 8, 8), np.uint8), voxel_size=VS)
+    write_labels_file(tmp_path / "seg.zarr/labels.tif", np.full((2, 8, 8), 3, np.uint32), VS, {"target": "bcd"})
+    layers = _read(tmp_path / "seg.zarr")
+    assert [(meta["name"], kind) for _, meta, kind in layers][-1] == ("seg/labels", "labels")
+    assert tuple(layers[-1][1]["scale"]) == VS and int(np.asarray(layers[-1][0]).max()) == 3
+    [(_, _, kind)] = _read(tmp_path / "seg.zarr/labels.tif")
     assert kind == "labels"
     write_volume(tmp_path / "img.zarr", np.ones((2, 8, 8), np.uint16))
     [(_, _, kind)] = _read(tmp_path / "img.zarr")

@@ -78,6 +78,8 @@ def _layers(uri: str) -> list[LayerData]:
         if _multiscales(node):
             return [_multiscale_layer(node, stem, uri)]
         found = _container_layers(node, f"{root}", key or "", short, 1)
+        if not key:  # labels written as TIFF beside the maps (segment --labels-format tif)
+            found += [_volume_layer(str(f), f"{short}/{f.stem}") for f in sorted(root.glob("*.tif*"))]
         if not found:
             raise VolumeError(f"{uri}: a zarr group without arrays or OME-Zarr images")
         return found
@@ -133,9 +135,13 @@ def _is_labels(dtype: Any, attrs: Mapping[str, Any]) -> bool:
 
 
 def _volume_layer(uri: str, name: str) -> LayerData:
+    from ._outputs import is_ours
+
     vol = open_volume(uri)
     meta = {"name": name, "scale": vol.voxel_size, "metadata": {"path": uri, "unit": "nm"}}
-    return vol.data, meta, "labels" if _is_labels(vol.data.dtype, {}) else "image"
+    # napari-emseg's TIFF outputs are labels (16-bit so that ImageJ reads them)
+    ours = Path(uri).suffix.lower() in (".tif", ".tiff") and is_ours(uri)
+    return vol.data, meta, "labels" if ours or _is_labels(vol.data.dtype, {}) else "image"
 
 
 def _array_layer(arr: Any, uri: str, name: str) -> LayerData:
