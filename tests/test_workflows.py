@@ -148,12 +148,13 @@ def test_cli_segment_uses_the_calibration_and_post_overrides_win(tiny_em, calibr
 
     write_volume(tmp_path / "in.zarr/raw", tiny_em.raw, voxel_size=tiny_em.voxel_size)
     base = ["-q", "segment", "--image", f"{tmp_path}/in.zarr:raw", "--model", str(calibrated_bcd)]
-    assert main([*base, "--out", str(tmp_path / "a.zarr")]) == 0
+    assert main([*base[1:], "--out", str(tmp_path / "a.zarr")]) == 0  # without -q: says which settings
     assert "post-processing: calibrated on painted slices" in capsys.readouterr().out
     attrs = dict(zarr.open_array(str(tmp_path / "a.zarr" / "labels"), mode="r").attrs)
     assert attrs["postprocess"] == EVERYTHING.to_dict()
     assert attrs["postprocess_source"]["source"] == "calibrated on painted slices"
     assert main([*base, "--out", str(tmp_path / "b.zarr"), "--post", "min_size=5"]) == 0
+    assert "post-processing" not in capsys.readouterr().out  # -q: the result lines only
     attrs = dict(zarr.open_array(str(tmp_path / "b.zarr" / "labels"), mode="r").attrs)
     assert attrs["postprocess"] == EVERYTHING.replace(min_size=5).to_dict()  # the user's field, the rest calibrated
     assert attrs["postprocess_source"] == {"source": "user", "base": "calibrated on painted slices",

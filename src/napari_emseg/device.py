@@ -60,3 +60,19 @@ def device_summary() -> dict[str, Any]:
     info["mps_available"] = bool(mps is not None and mps.is_available())
     info["device"] = str(select_device())
     return info
+
+
+def device_choices() -> list[tuple[str, str]]:
+    """The devices a user may choose, as ``(value, label)`` pairs for a menu.
+
+    ``"auto"`` (what :func:`select_device` picks, named in its label), ``"cpu"``, ``"cuda:N"``
+    for each GPU torch sees (``CUDA_VISIBLE_DEVICES`` applies), and ``"mps"`` where Apple's GPU is
+    usable. Every value is accepted by :func:`select_device` and by the ``device`` field of the
+    fine-tune and inference configs.
+    """
+    info = device_summary()
+    choices = [("auto", f"auto ({info['device']})"), ("cpu", "cpu")]
+    choices += [(f"cuda:{g['index']}", f"cuda:{g['index']}: {g['name']} ({g['memory_gb']} GB)") for g in info["gpus"]]
+    if info["mps_available"]:
+        choices.append(("mps", "mps: Apple GPU"))
+    return choices

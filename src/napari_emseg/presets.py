@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import EmsegError
+from .inference.config import InferenceConfig
 from .postprocess.mitochondria import MitoConfig
 from .postprocess.neurons import NeuronConfig
+from .resample import VoxelMatchConfig
 from .workflows import SegmentConfig
 
 
@@ -56,6 +58,32 @@ def preset_config(name: str) -> SegmentConfig:
         key = "neurons" if preset.task == "neurons" else "mitochondria"
         cfg = cfg.replace(**{key: stored[0]})
     return cfg
+
+
+def preset_segment_config(name: str, inference: InferenceConfig | None = None,
+                          voxel_match: VoxelMatchConfig | None = None) -> SegmentConfig:
+    """The whole :class:`SegmentConfig` of preset ``name``: what ``segment --preset NAME`` and the
+    Segment widget's one-click button both run.
+
+    Parameters
+    ----------
+    name
+        A key of :data:`PRESETS`.
+    inference
+        The inference settings the front end's options describe (``--tile``, ``--batch``, ``--tta``,
+        ``--device``; the widget's Advanced box and device choice); default :class:`InferenceConfig`.
+    voxel_match
+        Voxel-size matching (``--no-voxel-match``, ``--voxel-tolerance``); default on.
+
+    Returns
+    -------
+    SegmentConfig
+        The preset's post-processing (:func:`preset_config`: tuned when its model was trained),
+        untouched by any other setting: ``--post`` (CLI) and thresholds changed after a run (widget)
+        apply on top, explicitly, as for any model.
+    """
+    return preset_config(name).replace(inference=inference or InferenceConfig(),
+                                       voxel_match=voxel_match or VoxelMatchConfig())
 
 
 def preset_model_path(name: str) -> Path:

@@ -1,4 +1,5 @@
-"""Encoder picker: the catalogue with each model card, local checkpoints, and the compute device."""
+"""Encoder picker: the catalogue with each model card, local checkpoints, and the compute device
+(a choice shared with the Fine-tune and Segment widgets through the viewer's session)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QFileDialog,
+    QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -18,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .device_choice import DeviceChoice
 from .session import session_for
 
 
@@ -30,12 +33,17 @@ class EncoderWidget(QWidget):
         self.session = session_for(napari_viewer)
         self.device_label = QLabel()
         self.device_label.setWordWrap(True)
+        self.device = DeviceChoice(self.session)
         self.list = QListWidget()
         self.card = QTextBrowser()
         self.card.setMinimumHeight(160)
         self.load_button = QPushButton("Load checkpoint...")
         layout = QVBoxLayout(self)
         layout.addWidget(self.device_label)
+        device_row = QHBoxLayout()
+        device_row.addWidget(QLabel("Device:"))
+        device_row.addWidget(self.device, 1)
+        layout.addLayout(device_row)
         layout.addWidget(QLabel("Encoders (pretrained first):"))
         layout.addWidget(self.list, 2)
         layout.addWidget(self.card, 3)

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from ._jobs import JobRunner
+from .device_choice import DeviceChoice
 from .plots import LossCurve
 from .session import session_for
 from .suggest_panel import SuggestPanel
@@ -70,6 +71,7 @@ class FineTuneWidget(QWidget):
         self.lr.setValue(1e-3)
         self.freeze = QCheckBox("freeze encoder")
         self.encoder_label = QLabel()
+        self.device = DeviceChoice(self.session)
         self.hint = QLabel()
         self.hint.setWordWrap(True)
         self.start_button = QPushButton("Start")
@@ -95,6 +97,7 @@ class FineTuneWidget(QWidget):
         form.addRow("learning rate", self.lr)
         form.addRow("", self.freeze)
         form.addRow("encoder", self.encoder_label)
+        form.addRow("device", self.device)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
         buttons.addWidget(self.cancel_button)
@@ -157,6 +160,7 @@ class FineTuneWidget(QWidget):
             freeze="encoder" if self.freeze.isChecked() else "none",
             preview_every=max(5, min(50, (self.steps.value() or 300) // 10)),
             preview_z=self._current_z(),
+            device=self.session.device,
         )
 
     def _current_z(self) -> int | None:

@@ -16,22 +16,20 @@ from magicgui.widgets import ComboBox, create_widget
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info, show_warning
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QPushButton,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 from ._jobs import JobRunner
+from .device_choice import DeviceChoice
 from .measure_panel import MeasurePanel
+from .segment_settings import SegmentSettings
 from .session import session_for
 
 logger = logging.getLogger(__name__)
@@ -60,31 +58,19 @@ class SegmentWidget(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
 
-        # advanced settings
-        self.tile = QLineEdit()
-        self.tile.setPlaceholderText("model's tile, e.g. 16,128,128")
-        self.batch = QSpinBox()
-        self.batch.setRange(0, 256)
-        self.batch.setSpecialValueText("auto")
-        self.tta = QCheckBox("test-time augmentation (flips)")
-        self.threshold = _spin(0.5, 0.0, 1.0, 0.05)
-        self.min_size = QSpinBox()
-        self.min_size.setRange(0, 10**9)
-        self.min_size.setValue(100)
-        self.seed_fg = _spin(0.9, 0.0, 1.0, 0.05)
-        self.seed_contour = _spin(0.8, 0.0, 1.0, 0.05)
-        self.fg_threshold = _spin(0.85, 0.0, 1.0, 0.05)
+        # advanced settings (the box's controls, named here as well)
+        self.settings = SegmentSettings()
+        self.tile, self.batch, self.tta = self.settings.tile, self.settings.batch, self.settings.tta
+        self.threshold, self.min_size = self.settings.threshold, self.settings.min_size
+        self.seed_fg, self.seed_contour = self.settings.seed_fg, self.settings.seed_contour
+        self.fg_threshold = self.settings.fg_threshold
         self.painted_combo: ComboBox = create_widget(annotation=Labels, label="painted")
         self.tune_button = QPushButton("Tune thresholds on painted slices")
         self.tune_button.setEnabled(False)
         self.tuned: Any = None  # post-processing config found by tuning (fields without a control)
         # post-processing: the model's calibration (or a preset's settings) unless the user changed a control
-        self._user_set: set[str] = set()  # controls the user changed: their values win
-        self._setting = False  # the widget itself is filling the controls (not a user change)
         self._base: Any = None  # the SegmentConfig the controls apply to (calibrated / preset)
         self._post_source: dict[str, Any] = {}  # where its post-processing came from
-        for name, control in self._post_controls().items():
-            control.valueChanged.connect(lambda *_, n=name: self._user_changed(n))
         self.rerun_button = QPushButton("Re-run post-processing")
         self.rerun_button.setEnabled(False)
         self.export_button = QPushButton("Export labels...")
@@ -103,19 +89,11 @@ class SegmentWidget(QWidget):
         model_row.addWidget(self.browse)
         form.addRow("model", model_row)
         form.addRow("voxel sizes", self.voxel_label)
+        self.device = DeviceChoice(self.session)
+        form.addRow("device", self.device)
         presets = QHBoxLayout()
         presets.addWidget(self.mito_button)
         presets.addWidget(self.neuron_button)
-        advanced = QGroupBox("Advanced")
-        adv = QFormLayout(advanced)
-        adv.addRow("tile z,y,x", self.tile)
-        adv.addRow("batch", self.batch)
-        adv.addRow("", self.tta)
-        adv.addRow("neurons: waterz threshold", self.threshold)
-        adv.addRow("min object size (voxels)", self.min_size)
-        adv.addRow("mito: seed foreground >", self.seed_fg)
-        adv.addRow("mito: seed contour <", self.seed_contour)
-        adv.addRow("mito: foreground >", self.fg_threshold)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -124,7 +102,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(QLabel("One click (bundled models):"))
         layout.addLayout(presets)
         layout.addLayout(buttons)
-        layout.addWidget(advanced)
+        layout.addWidget(self.settings)
         tune_row = QHBoxLayout()
         tune_row.addWidget(self.painted_combo.native, 1)
         tune_row.addWidget(self.tune_button)
@@ -188,34 +166,17 @@ class SegmentWidget(QWidget):
             key = "neurons" if self.segmentation.target in ("affinities", "boundaries") else "mitochondria"
             if isinstance(self.tuned, type(getattr(cfg, key))):
                 cfg = cfg.replace(**{key: self.tuned})
-        tile = _triple(self.tile.text())
-        inference = cfg.inference.replace(tta=self.tta.isChecked(), batch=self.batch.value() or None,
-                                          **({"tile": tile} if tile else {}))
-        mine = {n: c.value() for n, c in self._post_controls().items() if n in self._user_set}
-        neurons = cfg.neurons.replace(**{k: v for k, v in mine.items() if k in _NEURON_CONTROLS})
-        mito = cfg.mitochondria.replace(**{k: v for k, v in mine.items() if k in _MITO_CONTROLS})
-        return cfg.replace(inference=inference, neurons=neurons, mitochondria=mito)
+        cfg = cfg.replace(inference=self.settings.inference(cfg.inference, self.session.device))
+        return self.settings.apply_user_changes(cfg)
 
-    def _post_controls(self) -> dict[str, Any]:
-        return {"threshold": self.threshold, "min_size": self.min_size, "seed_foreground": self.seed_fg,
-                "seed_contour": self.seed_contour, "foreground_threshold": self.fg_threshold}
+    def preset_config(self, preset: str) -> Any:
+        """What a one-click button runs: the config of ``segment --preset PRESET``, with the Advanced
+        box's tile, batch and TTA and the session's device as the CLI's options
+        (:func:`napari_emseg.presets.preset_segment_config`); thresholds set by hand do not apply."""
+        from ..inference.config import InferenceConfig
+        from ..presets import preset_segment_config
 
-    def _user_changed(self, name: str) -> None:
-        if not self._setting:
-            self._user_set.add(name)
-
-    def _show_settings(self, post: Any) -> None:
-        """Fill the controls the user did not change with a post-processing config's values."""
-        self._setting = True
-        try:
-            for name, control in self._post_controls().items():
-                if hasattr(post, name) and name not in self._user_set:
-                    control.setValue(getattr(post, name))
-        finally:
-            self._setting = False
-
-    def _apply_preset_controls(self, cfg: Any, section: str = "mitochondria") -> None:
-        self._show_settings(getattr(cfg, section))
+        return preset_segment_config(preset, inference=self.settings.inference(InferenceConfig(), self.session.device))
 
     def _model_base(self, model: Any) -> tuple[Any, str | None, dict[str, Any]]:
         """SegmentConfig with the checkpoint's calibrated post-processing, its section and source
@@ -234,20 +195,15 @@ class SegmentWidget(QWidget):
 
     def _source_for(self, target: str, post: Any) -> dict[str, Any]:
         """Which settings made the labels: calibrated, preset, tuned or defaults, and the user's changes."""
-        fields = _NEURON_CONTROLS if target in ("affinities", "boundaries") else _MITO_CONTROLS
         base = {"source": "tuned on painted slices (Tune button)"} if self.tuned is not None else (
             dict(self._post_source) or {"source": "defaults"})
-        mine = sorted(self._user_set & fields)
-        if mine and post is not None:
-            return {"source": "user", "base": base["source"],
-                    "overrides": [f"{k}={getattr(post, k)}" for k in mine if hasattr(post, k)]}
-        return base
+        return self.settings.source_for(target, post, base)
 
     # -- running --------------------------------------------------------------------------------
     def start(self, preset: str | None = None) -> JobRunner | None:
         """Segment the chosen image with a preset's model or the model in the model field."""
         from ..errors import EmsegError
-        from ..presets import preset_config, preset_model_path
+        from ..presets import preset_model_path
         from ..workflows import segment_job
 
         image = self.image_combo.value
@@ -264,7 +220,8 @@ class SegmentWidget(QWidget):
             except EmsegError as err:
                 show_warning(f"napari-emseg: {err}")
                 return None
-            base = preset_config(preset)
+            self.settings.forget_user_changes()  # one click: the preset's settings, as `segment --preset`
+            base = self.preset_config(preset)
             section = "neurons" if preset == "neurons" else "mitochondria"
             post_source = {"source": f"preset {preset} (tuned when its model was trained)"}
         else:
@@ -275,7 +232,7 @@ class SegmentWidget(QWidget):
                 return None
             base, section, post_source = self._model_base(model)
         if section is not None:
-            self._apply_preset_controls(base, section)
+            self.settings.show_settings(getattr(base, section))
         self._base, self._post_source, self.tuned = base, post_source, None
         cfg = self.config(base)
         data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
@@ -343,8 +300,8 @@ class SegmentWidget(QWidget):
 
         def done(result: Any) -> None:
             self.tuned = result.config
-            self._user_set.clear()  # the tuned values replace what was set by hand
-            self._show_settings(result.config)
+            self.settings.forget_user_changes()  # the tuned values replace what was set by hand
+            self.settings.show_settings(result.config)
             self.status.setText(f"tuned on the painted slices: {result.metric} {result.score:.3f} "
                                 f"(defaults {result.base_score:.3f}); re-running post-processing ...")
 
@@ -434,32 +391,9 @@ class SegmentWidget(QWidget):
         return written
 
 
-_NEURON_CONTROLS = frozenset({"threshold", "min_size"})
-_MITO_CONTROLS = frozenset({"seed_foreground", "seed_contour", "foreground_threshold", "min_size"})
-
-
 def layer_voxel_size(layer: Any) -> tuple[float, float, float] | None:
     """A layer's (z, y, x) scale as a voxel size, or ``None`` when napari's default (all 1) says nothing."""
     scale = tuple(float(s) for s in layer.scale[-3:])
     if len(scale) < 3 or all(abs(s - 1.0) < 1e-9 for s in scale):
         return None
     return scale  # type: ignore[return-value]
-
-
-def _spin(value: float, lo: float, hi: float, step: float) -> QDoubleSpinBox:
-    s = QDoubleSpinBox()
-    s.setRange(lo, hi)
-    s.setSingleStep(step)
-    s.setDecimals(3)
-    s.setValue(value)
-    return s
-
-
-def _triple(text: str) -> tuple[int, int, int] | None:
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    if len(parts) != 3:
-        return None
-    try:
-        return tuple(int(p) for p in parts)  # type: ignore[return-value]
-    except ValueError:
-        return None

@@ -147,6 +147,24 @@ def build_config(args: argparse.Namespace):
     return cfg.override(args.overrides)
 
 
+def segment_config(args: argparse.Namespace, target: str | None = None) -> Any:
+    """This run's ``SegmentConfig``: the options' inference and voxel matching (on the preset's config,
+    as the widget's one-click button: :func:`napari_emseg.presets.preset_segment_config`); with
+    ``target``, its post-processing section as :func:`post_start` resolves it."""
+    from ..workflows import SegmentConfig
+
+    inference, match = build_config(args), voxel_match_from_args(args)
+    if getattr(args, "preset", None):
+        from ..presets import preset_segment_config
+
+        cfg = preset_segment_config(args.preset, inference=inference, voxel_match=match)
+    else:
+        cfg = SegmentConfig(inference=inference, voxel_match=match)
+    if target is not None:
+        cfg = cfg.replace(**{SegmentConfig.section_for(target): post_start(args, target)[0]})
+    return cfg
+
+
 def predict(args: argparse.Namespace) -> Any:
     """Open the image and the checkpoint and write ``OUT/predictions``; returns the zarr array."""
     from ..inference.matched import predict_matched
@@ -244,9 +262,9 @@ def post_start(args: argparse.Namespace, target: str, *, overrides: bool = True)
 
     post = list(getattr(args, "post_overrides", []) or []) if overrides else []
     if getattr(args, "preset", None):
-        from ..presets import preset_config
+        from ..presets import preset_segment_config
 
-        cfg = preset_config(args.preset).postprocess_for(target)
+        cfg = preset_segment_config(args.preset).postprocess_for(target)
         return resolve_postprocess(None, target, cfg, overrides=post) if post else (
             cfg, {"source": f"preset {args.preset} (tuned when its model was trained)"})
     card = load_checkpoint(args.model, tensors=False).card if getattr(args, "model", None) else None
@@ -298,10 +316,9 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
     from ..models import load_model
     from ..provenance import record_job
     from ..resample import plan_voxel_match
-    from ..workflows import SegmentConfig
 
     image = open_volume(args.image, channel=args.channel, voxel_size=_voxel_size(args), axes=_axes(args))
-    config = SegmentConfig(inference=build_config(args), voxel_match=voxel_match_from_args(args))
+    config = segment_config(args)
     if post is not None:  # the section of the model's target (tuned or as given)
         name = next(f.name for f in dataclasses.fields(config) if type(getattr(config, f.name)) is type(post))
         config = config.replace(**{name: post})
