@@ -190,3 +190,13 @@ def test_blockwise_segment_writes_ome_zarr(runs):
     l0 = zarr.open_array(str(labels / "0"), mode="r")[:]
     assert l0.max() > 0
     np.testing.assert_array_equal(zarr.open_array(str(labels / "1"), mode="r")[:], l0[:, ::2, ::2])
+
+
+def test_segment_refuses_another_tools_image_in_an_ome_zarr(runs, tmp_path, capsys):
+    d, ome = runs
+    theirs = zarr.open_group(str(tmp_path / "their.ome.zarr/predictions"), mode="w", zarr_format=2)
+    theirs.attrs.update({"multiscales": [{"version": "0.4", "axes": [], "datasets": [{"path": "s0"}]}]})
+    args = [a if a != str(d / "seg.ome.zarr") else str(tmp_path / "their.ome.zarr") for a in ome]
+    assert main(args) == 2
+    assert "not written by napari-emseg" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "their.ome.zarr/predictions").iterdir()) == [".zattrs", ".zgroup"]

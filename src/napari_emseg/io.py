@@ -298,16 +298,29 @@ def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
 
 
 def ensure_parent_groups(target: Path, zarr_format: int) -> None:
-    """Create zarr groups for ``a.zarr/b/c`` style targets inside a container."""
+    """Create zarr groups for ``a.zarr/b/c`` style targets inside a container.
+
+    In an OME-Zarr output (:mod:`napari_emseg.ngff`) the groups made here become multiscale
+    images: they get napari-emseg's mark when created, and another tool's group on the way is
+    refused before anything is written into it."""
     import zarr
+
+    from ._outputs import guard_foreign, owner_attrs
+    from .ngff import in_ome
 
     parts = target.parts
     for i, part in enumerate(parts[:-1]):
         if part.lower().endswith(".zarr"):
             root = Path(*parts[: i + 1])
             group = zarr.open_group(str(root), mode="a", zarr_format=existing_format(root, zarr_format))
-            for sub in parts[i + 1 : -1]:
+            for j, sub in enumerate(parts[i + 1 : -1], start=i + 1):
+                here = Path(*parts[: j + 1])
+                fresh = not any((here / m).exists() for m in (".zgroup", "zarr.json"))
+                if in_ome(here) and not fresh and dict(zarr.open_group(str(here), mode="r").attrs):
+                    guard_foreign(here, option="output")  # an empty group is fair game, a described one is not
                 group = group.require_group(sub)
+                if fresh and in_ome(here):
+                    group.attrs.update(owner_attrs())
             return
 
 
