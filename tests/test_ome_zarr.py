@@ -96,8 +96,10 @@ def test_segment_ome_zarr_metadata_and_pyramid(runs):
 def test_segment_ome_zarr_resumes_and_is_read_as_input(runs):
     d, ome = runs
     before = zarr.open_array(str(d / "seg.ome.zarr/labels/1"), mode="r")[:]
-    assert main(ome) == 0  # the same command again: every block found, pyramid made again
+    made = (d / "seg.ome.zarr/predictions/1").stat().st_ino
+    assert main(ome) == 0  # the same command again: every block found, the maps' pyramid kept
     np.testing.assert_array_equal(zarr.open_array(str(d / "seg.ome.zarr/labels/1"), mode="r")[:], before)
+    assert (d / "seg.ome.zarr/predictions/1").stat().st_ino == made
     assert not [p for p in (d / "seg.ome.zarr").rglob(".*partial*")]
     vol = open_volume(f"{d}/seg.ome.zarr:labels")  # the CLI reads level 0 with its voxel size
     assert vol.voxel_size == VS and vol.data.shape == (12, 140, 140)

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 OME_SUFFIX = ".ome.zarr"
 VERSION = "0.4"
 LEVEL0 = "0"
+PYRAMID_KEY = "napari_emseg_pyramid"
+"""Group attribute: the level-0 run the pyramid was made from (a resumed run that finds it skips)."""
 _DEFAULT_MIN_SIZE = 64
 _MAX_LEVELS = 10
 
@@ -151,6 +153,11 @@ def build_pyramid(group: str | os.PathLike, *, kind: str, voxel_size: Sequence[f
     if voxel_size is None and attrs.get("resolution"):
         voxel_size = tuple(float(v) for v in attrs["resolution"])
     factors = pyramid_factors(base.shape, voxel_size, min_size=min_size)
+    made_from = _run_fingerprint(attrs, factors, voxel_size)
+    if made_from and dict(zarr.open_group(str(g), mode="r").attrs).get(PYRAMID_KEY) == made_from \
+            and all((g / str(level)).is_dir() for level in range(1, len(factors) + 1)):
+        logger.info("%s: pyramid already made from this level 0", g)
+        return [str(g / str(level)) for level in range(len(factors) + 1)]
     paths, prev = [str(level0)], base
     for level, f in enumerate(factors, start=1):
         coarse = _downsample(da.from_zarr(prev), f, kind)
@@ -163,10 +170,22 @@ def build_pyramid(group: str | os.PathLike, *, kind: str, voxel_size: Sequence[f
     meta: dict[str, Any] = {**owner_attrs(), "multiscales": [multiscales_of(base.ndim, g.name, factors, voxel_size, kind)]}
     if kind == "labels":
         meta["image-label"] = {"version": VERSION}
+    meta[PYRAMID_KEY] = made_from
     root = zarr.open_group(str(g), mode="a", zarr_format=zarr_format)
     root.attrs.update(meta)
     logger.info("%s: NGFF pyramid of %d levels (%s)", g, len(paths), kind)
     return paths
+
+
+def _run_fingerprint(level0_attrs: Mapping[str, Any], factors: Any, voxel_size: Any) -> str | None:
+    """What identifies level 0's content without reading it: the resumable run's fingerprint
+    (tiled or blockwise) with the pyramid's shape; ``None`` (always rebuild) for other arrays."""
+    from .inference.output import RECORD_KEY
+
+    run = (level0_attrs.get(RECORD_KEY) or {}).get("fingerprint") or (level0_attrs.get("blockwise") or {}).get("fingerprint")
+    if not run or not level0_attrs.get("complete", True):
+        return None
+    return f"{run}:{[list(f) for f in factors]}:{list(voxel_size or [])}"
 
 
 def write_multiscale(path: str | os.PathLike, data: Any, *, kind: str = "labels",
