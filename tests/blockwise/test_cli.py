@@ -101,3 +101,19 @@ def test_quiet_prints_only_the_result_with_local_workers(setup, tmp_path):
     # warnings may appear (e.g. a slow worker shutdown), INFO and DEBUG never
     noise = [ln for ln in done.stderr.splitlines() if ln.strip() and not ln.startswith(("WARNING", "ERROR"))]
     assert not noise, done.stderr
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_library_info_lines_are_hidden_even_after_distributed_resets_its_loggers(quiet):
+    """dask.distributed sets its loggers to INFO when imported (after the CLI set up logging)."""
+    import subprocess
+    import sys
+
+    code = ("import logging; from napari_emseg.cli.main import setup_logging; "
+            f"setup_logging(0, {quiet}); import distributed; "
+            "logging.getLogger('distributed.scheduler').info('theirs'); "
+            "logging.getLogger('distributed.nanny').warning('their warning'); "
+            "logging.getLogger('napari_emseg.x').info('ours')")
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert "theirs" not in err and "WARNING distributed.nanny: their warning" in err
+    assert ("INFO napari_emseg.x: ours" in err) is not quiet
