@@ -202,3 +202,24 @@ def test_segment_refuses_another_tools_image_in_an_ome_zarr(runs, tmp_path, caps
     assert main(args) == 2
     assert "not written by napari-emseg" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "their.ome.zarr/predictions").iterdir()) == [".zattrs", ".zgroup"]
+
+
+def test_segment_job_writes_ome_zarr(runs, tmp_path):
+    """The library call behind the CLI and the Segment widget."""
+    from napari_emseg.postprocess import MitoConfig
+    from napari_emseg.progress import drain
+    from napari_emseg.provenance import read_bundle
+    from napari_emseg.workflows import SegmentConfig, segment_job
+
+    d, _ = runs
+    image = open_volume(d / "raw.zarr")
+    cfg = SegmentConfig(mitochondria=MitoConfig(min_size=0, seed_foreground=0.55, seed_contour=0.6, seed_distance=0.45,
+                                                foreground_threshold=0.45, min_seed_size=1))
+    cfg = cfg.replace(inference=cfg.inference.replace(tile=(8, 32, 32), block=(8, 64, 64), device="cpu", dtype="uint8"))
+    seg = drain(segment_job(d / "mito.safetensors", image, cfg, out=tmp_path / "w.ome.zarr"), show=False)
+    assert seg.paths == {"predictions": str(tmp_path / "w.ome.zarr/predictions/0"),
+                         "labels": str(tmp_path / "w.ome.zarr/labels")}
+    assert [ds["path"] for ds in _ms(tmp_path / "w.ome.zarr/labels")["datasets"]] == ["0", "1", "2"]
+    np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "w.ome.zarr/labels/0"), mode="r")[:], seg.labels)
+    assert _ms(tmp_path / "w.ome.zarr/predictions")["type"] == "mean"
+    assert read_bundle(tmp_path / "w.ome.zarr")["results"]["outputs"]["labels"] == seg.paths["labels"]
