@@ -79,7 +79,7 @@ def _fake_machine(monkeypatch):
         "torch": "2.x", "cuda_available": True, "gpus": gpus, "mps_available": True, "device": "cuda"})
 
 
-def test_device_choice_is_shared_and_reaches_finetune_and_segment(make_napari_viewer, monkeypatch):
+def test_device_choice_is_shared_and_reaches_finetune_and_segment(make_napari_viewer, qtbot, monkeypatch):
     from napari_emseg._qt.encoder_widget import EncoderWidget
     from napari_emseg._qt.finetune_widget import FineTuneWidget
     from napari_emseg._qt.segment_widget import SegmentWidget
@@ -105,6 +105,27 @@ def test_device_choice_is_shared_and_reaches_finetune_and_segment(make_napari_vi
     assert enc.device.currentData() == "mps" and tune.config().device == "mps"
     with pytest.raises(KeyError, match="cuda:7"):
         seg.device.choose("cuda:7")
+
+    # "where to paint next" (the Fine-tune widget's panel) predicts on the chosen device too
+    import napari_emseg.active as active
+    import napari_emseg.models.checkpoint as checkpoint
+    from napari_emseg._qt.suggest_panel import SuggestPanel
+    from napari_emseg.progress import Cancelled
+
+    seen = []
+
+    def fake_suggest_job(model, image, labels, *, config, **kwargs):
+        seen.append(config)
+        raise Cancelled()
+        yield
+
+    monkeypatch.setattr(active, "suggest_job", fake_suggest_job)
+    monkeypatch.setattr(checkpoint, "load_model", lambda path: None)
+    raw = viewer.add_image(np.zeros((4, 32, 32), np.float32), name="raw")
+    painted = viewer.add_labels(np.zeros((4, 32, 32), np.uint32), name="painted")
+    runner = SuggestPanel(viewer, lambda: ("m.safetensors", raw, painted)).suggest()
+    qtbot.waitUntil(lambda: not runner.running, timeout=30_000)
+    assert seen and seen[0].inference.device == "mps"
 
 
 def test_device_choices_describe_this_machine():

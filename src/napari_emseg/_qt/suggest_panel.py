@@ -10,7 +10,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QListWidget, QListWidgetItem, QPushButton, QVBoxLayout, QWidget
 
 from ._jobs import JobRunner
-from .session import viewer_camera
+from .session import session_for, viewer_camera
 
 
 class SuggestPanel(QWidget):
@@ -45,8 +45,13 @@ class SuggestPanel(QWidget):
         painted = np.asarray(labels.data) if labels.ndim == 3 else np.asarray(labels.data)[None]
         self.button.setEnabled(False)
 
+        from ..uncertainty import UncertaintyConfig
+
+        base = UncertaintyConfig()  # on the device chosen for the viewer, as fine-tuning
+        config = base.replace(inference=base.inference.replace(device=session_for(self.viewer).device))
+
         def job():
-            return suggest_job(load_model(model_path), data, painted, n=n)
+            return suggest_job(load_model(model_path), data, painted, n=n, config=config)
 
         def done(result: Any) -> None:
             self.result = result
