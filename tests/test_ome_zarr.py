@@ -223,3 +223,17 @@ def test_segment_job_writes_ome_zarr(runs, tmp_path):
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "w.ome.zarr/labels/0"), mode="r")[:], seg.labels)
     assert _ms(tmp_path / "w.ome.zarr/predictions")["type"] == "mean"
     assert read_bundle(tmp_path / "w.ome.zarr")["results"]["outputs"]["labels"] == seg.paths["labels"]
+
+
+def test_zarr_v3_gets_ngff_05(tmp_path):
+    from napari_emseg._reader import read_volumes
+
+    labels = np.arange(4 * 130 * 130, dtype=np.uint32).reshape(4, 130, 130)
+    path = write_multiscale(tmp_path / "v3.ome.zarr", labels, voxel_size=(8, 8, 8), zarr_format=3)
+    ome = dict(zarr.open_group(path, mode="r").attrs)["ome"]
+    assert ome["version"] == "0.5" and "image-label" in ome and ome["multiscales"][0]["name"] == "v3.ome.zarr"
+    assert [ds["path"] for ds in ome["multiscales"][0]["datasets"]] == ["0", "1", "2"]
+    assert (tmp_path / "v3.ome.zarr/2/zarr.json").is_file() and is_ours(tmp_path / "v3.ome.zarr/2")
+    [(data, meta, kind)] = read_volumes(path)
+    assert kind == "labels" and [lv.shape for lv in data] == [(4, 130, 130), (2, 65, 65), (1, 33, 33)]
+    np.testing.assert_array_equal(data[2].compute(), labels[::4, ::4, ::4])

@@ -168,7 +168,7 @@ def _multiscale_layer(group: Any, name: str, uri: str) -> LayerData:
     if "c" in axes:
         c = axes.index("c")
         return _channels(data, level0, name, scale[:c] + scale[c + 1:], uri, multiscale=len(levels) > 1, axis=c)
-    labels = "image-label" in attrs or _is_labels(levels[0].dtype, level0)
+    labels = "image-label" in attrs or "image-label" in (attrs.get("ome") or {}) or _is_labels(levels[0].dtype, level0)
     meta = {"name": name, "scale": scale, "multiscale": len(levels) > 1,
             "metadata": {"path": uri, "unit": "nm", "levels": [tuple(lv.shape) for lv in levels]}}
     return data, meta, "labels" if labels else "image"

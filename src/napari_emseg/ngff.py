@@ -13,10 +13,11 @@ voxel, so no new ids appear), probability maps by the mean. An axis is halved wh
 size is under twice the finest one (anisotropic EM keeps z until x/y catch up), until the
 largest in-plane side is at most ``min_size``.
 
-The metadata is written by hand from the NGFF 0.4 specification (ngff.openmicroscopy.org/0.4)
-because the maintained library, ome-zarr-py, would add dependencies and writes its own levels
-in memory, whereas these levels are streamed, atomic per level and carry napari-emseg's
-ownership mark like every other output (:mod:`napari_emseg._outputs`).
+The metadata is written by hand from the NGFF 0.4 specification (ngff.openmicroscopy.org/0.4;
+for zarr v3 arrays the 0.5 form: the same keys under ``"ome"``)
+because the maintained library, ome-zarr-py, would add dependencies and writes an image and its
+pyramid in one call, whereas these levels are streamed, resumable, atomic per level and carry
+napari-emseg's ownership mark like every other output (:mod:`napari_emseg._outputs`).
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def build_pyramid(group: str | os.PathLike, *, kind: str, voxel_size: Sequence[f
     import zarr
 
     from ._outputs import UnsafeOutputError, guard_foreign, is_ours, owner_attrs
-    from .io import write_volume
+    from .io import existing_format, write_volume
 
     g = Path(os.fspath(group))
     level0 = g / LEVEL0
@@ -158,6 +159,11 @@ def build_pyramid(group: str | os.PathLike, *, kind: str, voxel_size: Sequence[f
             and all((g / str(level)).is_dir() for level in range(1, len(factors) + 1)):
         logger.info("%s: pyramid already made from this level 0", g)
         return [str(g / str(level)) for level in range(len(factors) + 1)]
+    zarr_format = existing_format(g, zarr_format)  # levels in the format of their group
+    root = zarr.open_group(str(g), mode="a", zarr_format=zarr_format)
+    for key in ("multiscales", "image-label", "ome", PYRAMID_KEY):  # no reader sees half a new pyramid as whole
+        if key in root.attrs:
+            del root.attrs[key]
     paths, prev = [str(level0)], base
     for level, f in enumerate(factors, start=1):
         coarse = _downsample(da.from_zarr(prev), f, kind)
@@ -167,11 +173,12 @@ def build_pyramid(group: str | os.PathLike, *, kind: str, voxel_size: Sequence[f
     for stale in sorted(g.glob("[0-9]*")):
         if stale.is_dir() and stale.name.isdigit() and int(stale.name) > len(factors) and is_ours(stale):
             shutil.rmtree(stale, ignore_errors=True)
-    meta: dict[str, Any] = {**owner_attrs(), "multiscales": [multiscales_of(base.ndim, g.name, factors, voxel_size, kind)]}
-    if kind == "labels":
-        meta["image-label"] = {"version": VERSION}
-    meta[PYRAMID_KEY] = made_from
-    root = zarr.open_group(str(g), mode="a", zarr_format=zarr_format)
+    ms = multiscales_of(base.ndim, g.name, factors, voxel_size, kind)
+    ngff: dict[str, Any] = {"multiscales": [ms], **({"image-label": {"version": VERSION}} if kind == "labels" else {})}
+    if zarr_format == 3:  # zarr v3 arrays: NGFF 0.5, the same keys nested under "ome"
+        ms.pop("version")
+        ngff = {"ome": {"version": "0.5", **ngff, **({"image-label": {}} if kind == "labels" else {})}}
+    meta: dict[str, Any] = {**owner_attrs(), **ngff, PYRAMID_KEY: made_from}
     root.attrs.update(meta)
     logger.info("%s: NGFF pyramid of %d levels (%s)", g, len(paths), kind)
     return paths
@@ -235,8 +242,11 @@ def _name_group(group: Path, name: str) -> None:
     import zarr
 
     node = zarr.open_group(str(group), mode="r+")
-    ms = [dict(m, name=name) for m in node.attrs.get("multiscales", [])]
-    node.attrs.update({"multiscales": ms})
+    if "ome" in node.attrs:
+        ome = dict(node.attrs["ome"])
+        node.attrs.update({"ome": dict(ome, multiscales=[dict(m, name=name) for m in ome["multiscales"]])})
+    else:
+        node.attrs.update({"multiscales": [dict(m, name=name) for m in node.attrs["multiscales"]]})
 
 
 # ---------------------------------------------------------------------------------------------
