@@ -100,3 +100,25 @@ def test_tta_shifts_flipped_affinities_back_onto_their_voxels():
     flipped = torch.from_numpy(single_pass(model, np.flip(vol, 1).copy())[None])
     assert (torch.flip(flipped, dims=[3]) - torch.from_numpy(plain[None])).abs()[:, 1, :, 1:-1].max() > 0.1
     assert (unflip(flipped, (1,), model.info) - torch.from_numpy(plain[None])).abs()[:, 1, :, 1:].max() < 1e-3
+
+
+def test_auto_mode_runs_a_2d_model_on_ortho_planes_for_near_isotropic_voxels():
+    """RETINA's recipe: ``auto`` averages xy, xz and yz planes when the voxels are near-isotropic."""
+    from napari_emseg.inference import resolve_mode
+
+    vol = em_volume((32, 40, 40), seed=9)
+    net = ConvNet(spatial_dims=2, channels=3, target="bcd", tile=(1, 24, 24))
+    auto = drain(predict_tiled(net, vol, None, CPU.replace(overlap=0.5, block=(32, 24, 24)),
+                               voxel_size=(8.0, 8.0, 8.0)), show=False)
+    ortho = run(net, vol, mode="ortho", overlap=0.5, block=(32, 24, 24))
+    assert np.array_equal(auto, ortho)
+    info = net.info
+    auto_cfg = InferenceConfig()
+    assert resolve_mode(info, auto_cfg, voxel_size=(10.0, 8.0, 8.0), shape=(64, 64, 64)) == "ortho"
+    # serial sections, an unknown voxel size, or a thin stack: plain slices
+    assert resolve_mode(info, auto_cfg, voxel_size=(40.0, 8.0, 8.0), shape=(64, 64, 64)) == "slices"
+    assert resolve_mode(info, auto_cfg, voxel_size=None, shape=(64, 64, 64)) == "slices"
+    assert resolve_mode(info, auto_cfg, voxel_size=(8.0, 8.0, 8.0), shape=(8, 64, 64)) == "slices"
+    assert resolve_mode(info, auto_cfg.replace(mode="slices"), voxel_size=(8.0, 8.0, 8.0)) == "slices"
+    unknown = run(net, vol, overlap=0.5, block=(32, 24, 24))  # no voxel size given: xy planes only
+    assert np.abs(unknown.astype(np.float32) - ortho.astype(np.float32)).max() > 0.02

@@ -42,7 +42,9 @@ class InferenceConfig(Config):
     mode
         ``"3d"`` (volumetric network), ``"slices"`` (2D network applied to each z-slice),
         ``"ortho"`` (2D network applied to xy, xz and yz planes, averaged; for isotropic data),
-        ``"auto"``: ``"3d"`` or ``"slices"`` from ``info.spatial_dims``.
+        ``"auto"``: ``"3d"`` for a 3D model; for a 2D model ``"ortho"`` when the voxel size is
+        known and near-isotropic (coarsest axis under 1.5x the finest) and the volume at least
+        32 voxels along every axis, else ``"slices"``.
     device
         ``"auto"`` (CUDA, then Apple MPS, then CPU), or e.g. ``"cuda:1"``, ``"cpu"``.
     precision

@@ -42,15 +42,41 @@ __all__ = ["predict_tiled", "resolve_mode", "resolve_tile"]
 logger = logging.getLogger(__name__)
 
 
-def resolve_mode(info: ModelInfo, config: InferenceConfig) -> str:
-    """``"3d"``, ``"slices"`` or ``"ortho"`` for this model and config."""
+#: ``auto`` runs a 2D model on xy, xz and yz planes (RETINA's ortho-plane inference) when the
+#: voxel size is known and its coarsest axis is under this many times its finest ...
+ORTHO_MAX_ANISOTROPY = 1.5
+#: ... and the volume has at least this many voxels along every axis (planes cut along y and x
+#: are ``z`` voxels tall: a thin stack gives them too little context to be worth the 3x cost)
+ORTHO_MIN_SIDE = 32
+
+
+def resolve_mode(info: ModelInfo, config: InferenceConfig, *, voxel_size: Sequence[float] | None = None,
+                 shape: Sequence[int] | None = None) -> str:
+    """``"3d"``, ``"slices"`` or ``"ortho"`` for this model and config.
+
+    ``"auto"`` is ``"3d"`` for a 3D model; for a 2D one it is ``"ortho"`` when ``voxel_size``
+    (pass it only when it is known) is near-isotropic (:data:`ORTHO_MAX_ANISOTROPY`) and the
+    volume ``shape`` is at least :data:`ORTHO_MIN_SIDE` along every axis, else ``"slices"``.
+    """
     if config.mode == "auto":
-        return "3d" if info.spatial_dims == 3 else "slices"
+        if info.spatial_dims == 3:
+            return "3d"
+        return "ortho" if near_isotropic(voxel_size, shape) else "slices"
     if config.mode == "3d" and info.spatial_dims != 3:
         raise EmsegError("mode '3d' needs a 3D model; this model is 2D: use 'slices' or 'ortho'")
     if config.mode in ("slices", "ortho") and info.spatial_dims != 2:
         raise EmsegError(f"mode {config.mode!r} needs a 2D model; this model is 3D: use '3d' (or 'auto')")
     return config.mode
+
+
+def near_isotropic(voxel_size: Sequence[float] | None, shape: Sequence[int] | None = None) -> bool:
+    """Whether a known ``voxel_size`` ``(z, y, x)`` is near-isotropic and ``shape`` (when given)
+    large enough along every axis for ortho-plane inference."""
+    if voxel_size is None or len(voxel_size) != 3 or min(voxel_size) <= 0:
+        return False
+    if max(voxel_size) / min(voxel_size) >= ORTHO_MAX_ANISOTROPY:
+        return False
+    return shape is None or min(int(s) for s in shape) >= ORTHO_MIN_SIDE
 
 
 def resolve_tile(info: ModelInfo, config: InferenceConfig, mode: str, shape: Sequence[int]) -> tuple[int, ...]:
@@ -127,7 +153,10 @@ def predict_tiled(
         raise EmsegError(f"{type(model).__name__} has no .info (ModelInfo); load models with models.load_model")
     data, voxel_size, known = as_volume(volume, voxel_size)
     shape = tuple(int(s) for s in data.shape)
-    mode = resolve_mode(info, config)
+    mode = resolve_mode(info, config, voxel_size=voxel_size if known else None, shape=shape)
+    if config.mode == "auto" and mode == "ortho":
+        logger.info("near-isotropic voxels %s: the 2D model predicts xy, xz and yz planes, averaged "
+                    "(mode 'ortho'; set mode='slices' for xy only)", voxel_size)
     device = select_device(config.device)
     tile = resolve_tile(info, config, mode, shape)
     predictor = BlockPredictor(model, info, config, device, mode, tile)
