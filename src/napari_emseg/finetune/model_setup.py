@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -14,6 +15,51 @@ logger = logging.getLogger(__name__)
 
 #: the inference tile recorded for a 2D network trained without an explicit patch
 TILE_2D = (1, 512, 512)
+
+#: the part of a RETINA (TransUNet) encoder its paper transfers to fine-tuning
+TRANSFORMER = "encoder.transformer"
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What a fine-tune takes from a pretrained encoder: the dotted ``part`` transplanted (it
+    trains at ``lr * encoder_lr_scale``) and whether that part stays ``frozen``. Set as
+    ``model.transfer`` by :func:`prepare_model`, read by :func:`freeze_and_group`."""
+
+    part: str = "encoder"
+    frozen: bool = False
+
+
+def is_retina(ckpt: Any) -> bool:
+    """Whether a checkpoint is a RETINA-pretrained TransUNet (not a fine-tuned one)."""
+    return ckpt.config.arch == "transunet2d" and (
+        ckpt.card.get("method") == "retina" or ckpt.info.target == "reconstruction")
+
+
+def plan_transfer(ckpt: Any, cfg: Any) -> Transfer:
+    """The :class:`Transfer` for a pretrained checkpoint and a fine-tune config.
+
+    ``cfg.transfer`` (``"auto"`` when the config has no such field):
+
+    * ``"auto"``: a RETINA encoder transfers its transformer layers only and keeps them frozen
+      while the CNN stem, decoder and head train from scratch, as the paper does (it found
+      transferring everything no better) -- unless ``cfg.freeze == "encoder"`` asks for the
+      whole encoder, frozen. Every other encoder transfers whole.
+    * ``"transformer"``: a TransUNet's transformer only, trained (unless ``cfg.freeze`` says).
+    * ``"encoder"``: the whole encoder (stem included), trained (unless ``cfg.freeze`` says).
+    """
+    transfer = getattr(cfg, "transfer", "auto")
+    retina = is_retina(ckpt)
+    if transfer == "transformer":
+        if ckpt.config.arch != "transunet2d":
+            raise AnnotationError(f"transfer='transformer' needs a TransUNet (RETINA) encoder, not {ckpt.config.arch}; "
+                                  "use 'encoder' or 'auto'")
+        return Transfer(TRANSFORMER)
+    if transfer == "auto" and retina and cfg.freeze != "encoder":
+        return Transfer(TRANSFORMER, frozen=True)
+    if transfer not in ("auto", "encoder"):
+        raise AnnotationError(f"transfer {transfer!r}: choose 'auto', 'transformer' or 'encoder'")
+    return Transfer()
 
 
 def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
@@ -43,14 +89,17 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
                 raise AnnotationError(f"the checkpoint has {ckpt.info.out_channels} classes, the labels need {n_classes}")
             logger.info("continuing to train %s", src)
             return load_model(src).train(), {"continued": str(src)}
+    plan = plan_transfer(ckpt, cfg) if isinstance(src, (str, os.PathLike)) else Transfer()
     tile = ann_tile(cfg) or (TILE_2D if dims == 2 else None)
     info = head_info(kind, task=cfg.task, n_classes=n_classes, voxel_size=voxel_size, **({"tile": tile} if tile else {}))
-    model, report = model_for_encoder(encoder, info, dims=dims)
+    model, report = model_for_encoder(encoder, info, dims=dims, part=plan.part)
     model.train()
     if report is None:
         logger.info("training from scratch (%s)", encoder)
         return model, None
-    summary = {"loaded": len(report.loaded), "missing": len(report.missing), "unexpected": len(report.unexpected)}
+    model.transfer = plan
+    summary = {"loaded": len(report.loaded), "missing": len(report.missing), "unexpected": len(report.unexpected),
+               "part": plan.part, "frozen": plan.frozen}
     logger.info("encoder %s: %s", encoder, summary)
     return model, summary
 
@@ -60,8 +109,13 @@ def ann_tile(cfg: Any) -> tuple[int, int, int] | None:
 
 
 def freeze_and_group(model: nn.Module, cfg: Any, pretrained: bool) -> list[dict[str, Any]]:
-    """Freeze what ``cfg.freeze`` says; the pretrained encoder trains at ``lr * encoder_lr_scale``."""
+    """Freeze what ``cfg.freeze`` and the encoder's :class:`Transfer` (``model.transfer``) say;
+    the transferred part trains at ``lr * encoder_lr_scale``, everything else at ``lr``."""
     encoder = getattr(model, "encoder", None)
+    plan = getattr(model, "transfer", None) if pretrained else None
+    part = model.get_submodule(plan.part) if isinstance(plan, Transfer) else encoder
+    if isinstance(plan, Transfer) and plan.frozen:
+        part.requires_grad_(False)
     if cfg.freeze == "encoder":
         if encoder is None:
             raise AnnotationError("this model has no encoder to freeze")
@@ -71,7 +125,7 @@ def freeze_and_group(model: nn.Module, cfg: Any, pretrained: bool) -> list[dict[
         if transformer is None:
             raise AnnotationError("freeze='transformer' needs a TransUNet (RETINA) encoder; use 'encoder' or 'none'")
         transformer.requires_grad_(False)
-    enc_ids = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+    enc_ids = {id(p) for p in part.parameters()} if part is not None else set()
     enc = [p for p in model.parameters() if id(p) in enc_ids and p.requires_grad]
     rest = [p for p in model.parameters() if id(p) not in enc_ids and p.requires_grad]
     scale = cfg.encoder_lr_scale if pretrained else 1.0
