@@ -1,7 +1,8 @@
 """Make a recorded segmentation again from its provenance bundle (``napari-emseg rerun OUTPUT``).
 
 The bundle (:mod:`napari_emseg.provenance`) names the checkpoint, the input, the voxel size and
-every setting; :func:`rerun_job` runs :func:`~napari_emseg.workflows.segment_job` with them and
+every setting; :func:`rerun_job` runs :func:`~napari_emseg.workflows.segment_job` with them,
+replays the hand edits recorded under ``"proofreading"`` (:mod:`napari_emseg.proofread`) and
 reports whether the checkpoint, the input and the labels are identical to the recorded ones.
 """
 
@@ -106,6 +107,8 @@ def rerun_job(
                                  postprocess=bool(bundle.get("postprocess", True)), command=command,
                                  overwrite=overwrite,
                                  attrs={"source": {"image": str(path), "model": str(ckpt)}, "rerun_of": str(src)})
+    if (bundle.get("proofreading") or {}).get("edits"):
+        yield from _replay_proofreading(seg, bundle["proofreading"], target)
     new = seg.provenance or {}
     old_sum, new_sum = rec_in.get("checksum") or {}, new.get("input", {}).get("checksum") or {}
     if old_sum.get("block") and new_sum.get("block") != old_sum["block"]:  # e.g. a layer then, a file now
@@ -117,3 +120,34 @@ def rerun_job(
     if not same_input:
         logger.warning("the input's content differs from the recorded one (checksum): results may differ")
     return RerunResult(seg, target, bundle, same_input, same_labels, same_model)
+
+
+def _replay_proofreading(seg: Any, section: dict[str, Any], out: Path) -> Job[None]:
+    """Replay a bundle's proofreading edits on the new labels; rewrite them and the bundle."""
+    import numpy as np
+
+    from .io import default_chunks
+    from .progress import Progress
+    from .proofread import replay
+    from .provenance import LABELS_DTYPE, write_bundle
+    from .workflows import LABELS, SegmentConfig, write_labels
+
+    if seg.labels is None:
+        logger.warning("the recorded labels were proofread, but this run made no labels: edits not replayed")
+        return
+    edits = section["edits"]
+    yield Progress(0, len(edits), "proofread", f"replaying {len(edits)} edit(s)")
+    labels = np.array(seg.labels[...] if not isinstance(seg.labels, np.ndarray) else seg.labels)
+    seg.labels = replay(labels, edits, seg.predictions, seg.target, seg.channel_names)
+    yield Progress(len(edits), len(edits), "proofread", "edits replayed")
+    bundle = seg.provenance
+    post = (bundle or {}).get("config", {}).get(SegmentConfig.section_for(seg.target))
+    seg.paths[LABELS] = write_labels(out / LABELS, labels, seg.voxel_size,
+                                     {"target": seg.target, "postprocess": post, "postprocess_source":
+                                      seg.postprocess_source, "proofreading": {"edits": len(edits)}})
+    if bundle is not None:
+        checksum = yield from checksum_job(labels, block=default_chunks(labels.shape), dtype=LABELS_DTYPE)
+        bundle["proofreading"] = section
+        bundle["results"] = {**bundle.get("results", {}), "outputs": dict(seg.paths),
+                             "n_objects": int(checksum["max"]), "labels_checksum": checksum}
+        write_bundle(out, bundle)
