@@ -33,6 +33,7 @@ class MeasurePanel(QWidget):
         self.get_layers = get_layers  # () -> (labels_layer, image_layer or None)
         self.table_data: dict[str, np.ndarray] | None = None
         self.runner: JobRunner | None = None
+        self._pending: set[int] = set()  # objects edited while a measurement ran
         self.measure_button = QPushButton("Measure objects")
         self.skeleton = QCheckBox("skeleton length / branching")
         self.skeleton.setChecked(True)
@@ -68,18 +69,48 @@ class MeasurePanel(QWidget):
         image = np.asarray(image_layer.data) if image_layer is not None else None
         cfg = MeasureConfig(skeleton=self.skeleton.isChecked())
         self.measure_button.setEnabled(False)
-
-        def done(table: dict[str, np.ndarray]) -> None:
-            from ..morphometrics import napari_features
-
-            self.table_data = table
-            labels_layer.features = napari_features(table)
-            self._fill(table)
-            self.csv_button.setEnabled(True)
-
-        self.runner = JobRunner(lambda: measure_job(labels, scale, image, cfg), on_done=done,
+        self.runner = JobRunner(lambda: measure_job(labels, scale, image, cfg),
+                                on_done=lambda table: self._show(labels_layer, table),
                                 on_finish=lambda: self.measure_button.setEnabled(True), description="measure")
         return self.runner.start()
+
+    def refresh(self, ids: Any) -> JobRunner | None:
+        """Measure the objects ``ids`` again after an edit (only their boxes are read); the other
+        rows stay. Nothing before a first :meth:`measure`; edits made meanwhile are queued."""
+        from ..morphometrics import MeasureConfig, remeasure_job
+
+        labels_layer, image_layer = self.get_layers()
+        if self.table_data is None or labels_layer is None:
+            return None
+        self._pending |= {int(i) for i in ids}
+        if self.runner is not None and self.runner.running:
+            return None  # picked up when the running job finishes
+        todo, self._pending = sorted(self._pending), set()
+        labels, table = labels_layer.data, self.table_data
+        image = image_layer.data if image_layer is not None else None
+        if image is not None and len(image.shape) == len(labels.shape) - 1:
+            image = np.asarray(image)[None]
+        scale = tuple(float(s) for s in labels_layer.scale[-3:])
+        cfg = MeasureConfig(skeleton=self.skeleton.isChecked())
+
+        def finish() -> None:
+            self.measure_button.setEnabled(True)
+            if self._pending:
+                self.refresh(())
+
+        self.measure_button.setEnabled(False)
+        self.runner = JobRunner(lambda: remeasure_job(table, labels, todo, scale, image, cfg),
+                                on_done=lambda new: self._show(labels_layer, new), on_finish=finish,
+                                description="measure")
+        return self.runner.start()
+
+    def _show(self, labels_layer: Any, table: dict[str, np.ndarray]) -> None:
+        from ..morphometrics import napari_features
+
+        self.table_data = table
+        labels_layer.features = napari_features(table)
+        self._fill(table)
+        self.csv_button.setEnabled(True)
 
     def _fill(self, table: dict[str, np.ndarray]) -> None:
         cols = [c for c in SHOWN if c in table]

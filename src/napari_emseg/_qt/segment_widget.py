@@ -29,6 +29,7 @@ from qtpy.QtWidgets import (
 from ._jobs import JobRunner
 from .device_choice import DeviceChoice
 from .measure_panel import MeasurePanel
+from .proofread_panel import ProofreadPanel
 from .segment_settings import SegmentSettings
 from .session import session_for
 
@@ -80,6 +81,7 @@ class SegmentWidget(QWidget):
         self.voxel_label = QLabel("")
         self.voxel_label.setWordWrap(True)
         self.measure = MeasurePanel(napari_viewer, lambda: (self.labels_layer, self._image_layer))
+        self.proofread = ProofreadPanel(napari_viewer, lambda: (self.labels_layer, self.segmentation), self.measure)
         self._image_layer: Any = None
 
         form = QFormLayout()
@@ -110,6 +112,7 @@ class SegmentWidget(QWidget):
         layout.addWidget(self.rerun_button)
         layout.addWidget(self.export_button)
         layout.addWidget(self.status)
+        layout.addWidget(self.proofread)
         layout.addWidget(self.measure)
         layout.addStretch(1)
 
@@ -151,7 +154,8 @@ class SegmentWidget(QWidget):
         return text
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Segmentation checkpoint", "", "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(self, "Segmentation checkpoint", "",
+                                              "Checkpoints (*.safetensors *.zip)")
         if path:
             self.model_edit.setText(path)
 
@@ -349,6 +353,7 @@ class SegmentWidget(QWidget):
         else:
             self.viewer.add_labels(labels, name=name, scale=self._scale, translate=self._translate)
         self.labels_layer = self.viewer.layers[name]
+        self.proofread.reset()  # new labels: edits of the old ones no longer apply
         from ..calibration import describe_source
 
         source = self._source_for(target, postprocess)  # recorded with the labels and in the provenance
