@@ -89,7 +89,7 @@ class EncoderWidget(QWidget):
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Encoder or fine-tuned checkpoint", "",
-                                              "Checkpoints (*.safetensors *.pth *.pt)")
+                                              "Checkpoints (*.safetensors *.pth *.pt);;bioimage.io packages (*.zip)")
         if path:
             self.load_path(path)
 

@@ -34,6 +34,7 @@ _LAZY = {
     "load_model": "checkpoint",
     "read_state_dict": "checkpoint",
     "transplant_encoder": "checkpoint",
+    "export_bioimageio": "bioimageio",
     "EncoderEntry": "registry",
     "list_encoders": "registry",
     "get_encoder": "registry",

@@ -128,6 +128,9 @@ def save_checkpoint(
 def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
     """Read a checkpoint (header only when ``tensors=False``).
 
+    ``path`` may also be a bioimage.io package written by ``napari-emseg export-model`` (a zip,
+    its folder or its ``rdf.yaml``): the checkpoint it embeds is read (:mod:`.bioimageio`).
+
     With ``tensors`` the header is first checked against the network the metadata describes
     (:func:`~.validate.check_header`: names, shapes, size; built on the meta device), so a
     damaged or forged file is refused before anything big is allocated.
@@ -137,6 +140,11 @@ def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
     CheckpointNotFoundError, CorruptCheckpointError, NotACheckpointError
     """
     path = Path(path)
+    if path.suffix.lower() == ".zip" or path.is_dir() or path.name in ("rdf.yaml", "bioimageio.yaml"):
+        from .bioimageio import checkpoint_from_package, is_bioimageio_package
+
+        if is_bioimageio_package(path):  # a bioimage.io package: its embedded checkpoint
+            path = checkpoint_from_package(path)
     if not path.is_file():
         raise CheckpointNotFoundError(f"checkpoint {path}: no such file")
     if path.suffix.lower() in {".pth", ".pt", ".ckpt", ".bin"}:
