@@ -1,4 +1,4 @@
-"""``napari-emseg segment --blocks Z,Y,X [--scheduler ADDRESS | --local-workers N]``.
+"""``napari-emseg segment --blocks Z,Y,X [--scheduler ADDRESS | --local-workers N] [--devices 0,1,...]``.
 
 The command's other options keep their meaning: tile, overlap, batch, device, precision, TTA,
 mode, dtype, channel, voxel size, ``--restart``, ``--task`` and ``--post``. Options that need
@@ -61,7 +61,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
         args.model, args.image, args.out, inference, post, cfg, extract=task != "none",
         scheduler=args.scheduler, local_workers=args.local_workers, channel=args.channel, voxel_size=vs,
         axes=getattr(args, "axes", None),
-        overwrite=getattr(args, "overwrite", False),
+        overwrite=getattr(args, "overwrite", False), devices=getattr(args, "devices", None) or None,
     )
     result = drain(job, desc="blockwise", show=not args.quiet)
     summary: dict[str, Any] = {"predictions": zarr.open_array(result.predictions, mode="r"),

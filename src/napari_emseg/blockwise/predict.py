@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from ..inference.output import ResumeRecord, fingerprint, weights_digest
 from ..inference.tiling import plan_blocks
 from ..progress import Job
 from .cluster import open_ref, run_blocks, worker_cache
+from .devices import worker_device, worker_index
 
 __all__ = ["predict_blockwise_job", "predict_block"]
 
@@ -44,6 +46,7 @@ def predict_blockwise_job(
     attrs: dict[str, Any] | None = None,
     retries: int = 2,
     overwrite: bool = False,
+    devices: Sequence[str] | None = None,
 ) -> Job[Any]:
     """Write ``(C, Z, Y, X)`` maps of ``image`` to the zarr array ``out``, one task per block.
 
@@ -69,6 +72,11 @@ def predict_blockwise_job(
         Retries of a failed block task.
     overwrite
         Replace maps at ``out`` that another model, input or settings made (else refused).
+    devices
+        One device per worker: worker ``i`` predicts on ``devices[i % len(devices)]``
+        (:mod:`.devices`); ``None``: ``config.device``, with one GPU per worker where a worker
+        sees several and the device is ``auto``/``cuda``. The array's ``inference`` attribute
+        records the device each worker used (``workers``).
     """
     import zarr
 
@@ -100,47 +108,58 @@ def predict_blockwise_job(
     spec = {
         "model": str(Path(model_path).resolve()), "config": config.to_json(indent=None), "mode": inf["mode"],
         "tile": tuple(inf["tile"]), "lo": lo, "hi": hi, "invert": bool(model.info.norm.invert),
-        "out": str(out), "dtype": config.dtype,
+        "out": str(out), "dtype": config.dtype, "devices": list(devices) if devices else None,
     }
     del model
     source = image_ref if image_ref is not None else image
     if not isinstance(source, (str, os.PathLike)) and not hasattr(source, "uri") and todo:
         source = client.scatter(source, broadcast=False)
+    workers: dict[str, str] = {}
+
+    def done(index: int, result: tuple[int, int, str]) -> None:
+        record.mark(index)
+        workers[str(result[1])] = result[2]
+
     yield from run_blocks(
         client, predict_block, [(b.index, (spec, b, source)) for b in todo], stage="predict",
-        total=len(blocks), done=len(blocks) - len(todo), retries=retries,
-        on_done=lambda index, _: record.mark(index),
+        total=len(blocks), done=len(blocks) - len(todo), retries=retries, on_done=done,
     )
     record.save(complete=True)
+    if workers:
+        array.attrs["inference"] = {**dict(array.attrs["inference"]), "devices": list(devices) if devices else None,
+                                    "workers": dict(sorted(workers.items()))}
     return array
 
 
-def _predictor(spec: dict[str, Any]) -> Any:
-    """This worker's predictor for a checkpoint and settings (built on first use)."""
+def _predictor(spec: dict[str, Any]) -> tuple[Any, str]:
+    """This worker's predictor for a checkpoint and settings (built on first use), and its device's name."""
+    cfg = InferenceConfig.from_json(spec["config"])
+    name = worker_device(cfg.device, spec.get("devices"))
     cache = worker_cache()
-    key = ("predictor", spec["model"], spec["config"], spec["mode"], spec["tile"])
+    key = ("predictor", spec["model"], spec["config"], spec["mode"], spec["tile"], name)
     with cache["lock"]:
         if key not in cache:
             from ..device import select_device
             from ..inference.runner import BlockPredictor
             from ..models import load_model
 
-            cfg = InferenceConfig.from_json(spec["config"])
-            device = select_device(cfg.device)
+            device = select_device(name)
             model = load_model(spec["model"], device="cpu", expect_in_channels=1)
-            logger.info("worker loaded %s on %s", spec["model"], device)
-            cache[key] = BlockPredictor(model, model.info, cfg, device, spec["mode"], spec["tile"])
-        return cache[key]
+            logger.info("worker %d loaded %s on %s", worker_index(), spec["model"], device)
+            cache[key] = BlockPredictor(model, model.info, cfg.replace(device=name or cfg.device), device,
+                                        spec["mode"], spec["tile"])
+        return cache[key], str(name or cfg.device)
 
 
-def predict_block(spec: dict[str, Any], block: Any, image: Any) -> int:
-    """Predict one output block and write it (a task); returns the voxels written."""
+def predict_block(spec: dict[str, Any], block: Any, image: Any) -> tuple[int, int, str]:
+    """Predict one output block and write it (a task); returns the voxels written, the
+    worker's number and the device it predicted on."""
     import torch
     import zarr
 
     from ..inference.runner import to_output_dtype
 
-    predictor = _predictor(spec)
+    predictor, name = _predictor(spec)
     device = predictor.device
     with worker_cache()["lock"], torch.inference_mode():  # one block at a time per model
         x = _read_block(open_ref(image), block, spec, device)
@@ -149,7 +168,7 @@ def predict_block(spec: dict[str, Any], block: Any, image: Any) -> int:
     del p, x
     out = zarr.open_array(spec["out"], mode="r+")
     out[(slice(None), *block.out_slices)] = arr
-    return int(np.prod(arr.shape[1:]))
+    return int(np.prod(arr.shape[1:])), worker_index(), name
 
 
 def _read_block(volume: Any, block: Any, spec: dict[str, Any], device: Any) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ def segment_blockwise_job(
     axes: str | None = None,
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
+    devices: Sequence[str] | None = None,
 ) -> Job[BlockwiseSegmentation]:
     """Predict ``OUT/predictions`` and extract ``OUT/labels`` block by block on a dask cluster.
 
@@ -90,6 +92,10 @@ def segment_blockwise_job(
         Extra attributes for both arrays.
     overwrite
         Replace the maps of another model, input or settings at ``out`` (else refused).
+    devices
+        One device per worker (``"cuda:0"``, ``"cuda:1"``, ``"cpu"`` ...): worker ``i`` predicts
+        on ``devices[i % len(devices)]``; a local cluster gets ``len(devices)`` workers unless
+        ``local_workers`` says otherwise (:mod:`.devices`).
 
     The run holds ``OUT.lock`` (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
     """
@@ -107,10 +113,12 @@ def segment_blockwise_job(
     inference = inference.replace(block=blockwise.blocks)
     meta = {"source": {"image": os.fspath(image) if isinstance(image, (str, os.PathLike)) else "array",
                        "model": os.fspath(model)}, **(attrs or {})}
+    if devices and scheduler is None and not local_workers:
+        local_workers = len(devices)  # one worker per device
     with dask_client(scheduler, local_workers, processes=processes) as client:
         pred = yield from predict_blockwise_job(client, model, local, pred_path, inference, image_ref=ref,
                                                 voxel_size=vs, attrs=meta, retries=blockwise.retries,
-                                                overwrite=overwrite)
+                                                overwrite=overwrite, devices=devices)
         target = str(pred.attrs["target"])
         finish_multiscale(pred_path, "maps", vs)
         if not extract:

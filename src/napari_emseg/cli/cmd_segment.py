@@ -91,7 +91,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="with --blocks: address of a running dask scheduler (default: a local cluster)")
     p.add_argument("--local-workers", type=positive_int, default=None, metavar="N",
-                   help="with --blocks: workers of the local cluster, one model each (default 1)")
+                   help="with --blocks: workers of the local cluster, one model each (default 1, or one per "
+                        "--devices entry); on a machine with several GPUs worker i uses GPU i mod the GPU count")
+    p.add_argument("--devices", type=_devices, default=None, metavar="LIST",
+                   help="spread prediction over these devices, one worker each: GPU numbers 0,1,2,3, cuda:N, cpu, "
+                        "or all; worker i uses device i mod their number (several devices: blockwise on a "
+                        "local cluster, --blocks defaulting to 32,256,256; docs/scale-out.md)")
+
+
+def _devices(text: str) -> tuple[str, ...]:
+    from ..blockwise.devices import parse_devices
+    from ..errors import EmsegError
+
+    try:
+        return parse_devices(text)
+    except EmsegError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--devices {text!r}: ")) from None
 
 
 def _triple(text: str | tuple[int, ...] | None) -> tuple[int, int, int] | None:
@@ -287,11 +302,30 @@ def resolve_model(args: argparse.Namespace) -> None:
 
 
 def segment(args: argparse.Namespace) -> dict[str, Any]:
-    """Predict, then post-process if a step is configured; returns a summary for printing."""
-    if getattr(args, "blocks", None):
+    """Predict, then post-process if a step is configured; returns a summary for printing.
+
+    Blockwise on dask with ``--blocks``, or with several ``--devices`` (default blocks then);
+    one device in ``--devices`` is ``--device``.
+    """
+    devices = tuple(getattr(args, "devices", None) or ())
+    blocks = _triple(getattr(args, "blocks", None))
+    if devices:
+        from ..errors import EmsegError
+
+        if args.device:
+            raise EmsegError("give --device (one device) or --devices (several), not both")
+        if len(devices) == 1 and not blocks:
+            args.device, args.devices = devices[0], None
+        elif not blocks:
+            from ..blockwise.config import BlockwiseConfig
+
+            blocks = BlockwiseConfig().blocks
+            logger.info("--devices %s: blockwise prediction on %d workers, blocks %s (choose with --blocks)",
+                        ",".join(devices), args.local_workers or len(devices), ",".join(map(str, blocks)))
+    if blocks:
         from ..blockwise.cli import segment_blockwise
 
-        return segment_blockwise(args, build_config(args), _triple(args.blocks))
+        return segment_blockwise(args, build_config(args), blocks)
     from ..progress import drain
 
     t0, started = time.perf_counter(), time.time()
