@@ -17,6 +17,7 @@ model and prints peak RSS against the volume's size.
 
     python bench/inference.py                    # CPU defaults, ~6 min on a shared 2-core CPU
     python bench/inference.py --stream-gb 4      # plus the out-of-core run
+    python bench/inference.py --skip-compare --json unetr.json   # UNETR ViT-B throughput only (GPU)
 """
 
 from __future__ import annotations
@@ -199,38 +200,55 @@ def tile_voxels(shape, tile, cfg: InferenceConfig) -> int:
     return n * int(np.prod(tile))
 
 
-def gpu_unetr(args) -> None:
-    if not torch.cuda.is_available():
+def peak_bf16_tflops(name: str) -> float | None:
+    """Dense bf16 peak of a GPU by name (None when not in :data:`BF16_PEAK_TFLOPS`)."""
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+
+
+def unetr_throughput(args) -> dict | None:
+    """Mvoxel/s of a ViT UNETR over a volume (bf16 on CUDA) and its fraction of the bf16 peak."""
+    device = args.unetr_device
+    if device == "cuda" and not torch.cuda.is_available():
         print("UNETR ViT-B on CUDA: skipped (no CUDA device)")
-        return
+        return None
     try:
         from napari_emseg.models import ModelConfig, build_model, head_info
     except ImportError as err:
         print(f"UNETR ViT-B: skipped ({err})")
-        return
+        return None
     from torch.utils.flop_counter import FlopCounterMode
 
-    tile = (16, 256, 256)
-    net = build_model(ModelConfig(arch="unetr", vit_size="base", patch_size=(1, 16, 16)),
-                      head_info("affinities", tile=tile)).cuda().eval()
-    x = torch.zeros((1, 1, *tile), device="cuda")
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16), FlopCounterMode(display=False) as fc:
+    cuda = device == "cuda"
+    tile = tuple(args.unetr_tile)
+    net = build_model(ModelConfig(arch="unetr", vit_size=args.unetr_vit, patch_size=(1, 16, 16)),
+                      head_info("affinities", tile=tile)).to(device).eval()
+    x = torch.zeros((1, 1, *tile), device=device)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    with torch.inference_mode(), torch.autocast(device, dtype=dtype, enabled=cuda), \
+            FlopCounterMode(display=False) as fc:
         net(x)
     flops_per_voxel = fc.get_total_flops() / x.numel()
-    vol = np.random.default_rng(0).integers(0, 255, (64, 1024, 1024), dtype=np.uint8)
-    cfg = InferenceConfig(tile=tile, batch=args.gpu_batch, device="cuda", precision="bf16")
-    drain(predict_tiled(net, vol[:16, :512, :512], None, cfg), show=False)  # warm-up
-    torch.cuda.synchronize()
+    vol = np.random.default_rng(0).integers(0, 255, tuple(args.unetr_shape), dtype=np.uint8)
+    cfg = InferenceConfig(tile=tile, batch=args.gpu_batch, device=device, precision="bf16" if cuda else "fp32")
+    warm = tuple(min(s, 2 * t) for s, t in zip(vol.shape, tile))
+    drain(predict_tiled(net, vol[: warm[0], : warm[1], : warm[2]], None, cfg), show=False)  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
     drain(predict_tiled(net, vol, None, cfg), show=False)
     dt = time.perf_counter() - t0
-    name = torch.cuda.get_device_name()
-    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    name = torch.cuda.get_device_name() if cuda else "CPU"
+    peak = peak_bf16_tflops(name) if cuda else None
     # tiles overlap: the network sees more voxels than the volume has
     achieved = flops_per_voxel * tile_voxels(vol.shape, tile, cfg) / dt / 1e12
-    print(f"UNETR ViT-B (bf16) on {name}: {vol.size / dt / 1e6:.1f} Mvoxel/s of volume, "
-          f"{flops_per_voxel / 1e3:.1f} kFLOP/voxel, ~{achieved:.0f} TFLOP/s"
+    print(f"UNETR ViT-{args.unetr_vit} ({cfg.precision}) on {name}: {vol.size / dt / 1e6:.1f} Mvoxel/s of volume, "
+          f"{flops_per_voxel / 1e3:.1f} kFLOP/voxel, ~{achieved:.1f} TFLOP/s"
           + (f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""))
+    return {"model": f"UNETR ViT-{args.unetr_vit}, patch 1x16x16", "device": name, "precision": cfg.precision,
+            "volume": list(vol.shape), "tile": list(tile), "batch": cfg.batch, "seconds": round(dt, 3),
+            "mvoxel_per_s": round(vol.size / dt / 1e6, 3), "kflop_per_voxel": round(flops_per_voxel / 1e3, 2),
+            "achieved_tflops": round(achieved, 3), "peak_bf16_tflops": peak,
+            "fraction_of_peak": round(achieved / peak, 4) if peak else None}
 
 
 def _log_tenths(event) -> None:
@@ -280,7 +298,14 @@ def main(argv=None) -> int:
     p.add_argument("--big-shape", type=lambda s: [int(v) for v in s.split(",")], default=[48, 1024, 1024],
                    help="volume for the pointwise model")
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--gpu-batch", type=int, default=4)
+    p.add_argument("--gpu-batch", type=int, default=4, help="UNETR tiles per forward pass")
+    p.add_argument("--unetr-device", choices=["cuda", "cpu"], default="cuda",
+                   help="where the UNETR throughput runs ('cpu': fp32, for a smoke test)")
+    p.add_argument("--unetr-vit", default="base", help="UNETR ViT size (base; micro for a smoke test)")
+    p.add_argument("--unetr-shape", type=lambda s: [int(v) for v in s.split(",")], default=[64, 1024, 1024],
+                   help="volume of the UNETR throughput run")
+    p.add_argument("--unetr-tile", type=lambda s: [int(v) for v in s.split(",")], default=[16, 256, 256])
+    p.add_argument("--json", metavar="PATH", help="write the UNETR throughput figures as JSON")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: stable timings on a shared CPU)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (ResUNet)")
@@ -297,7 +322,11 @@ def main(argv=None) -> int:
         big, what = load_volume(tuple(args.big_shape))
         compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch, 2)
         del big
-    gpu_unetr(args)
+    unetr = unetr_throughput(args)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps({"unetr": unetr}, indent=2))
     if args.stream_gb > 0:
         streamed(args)
     return 0

@@ -16,12 +16,15 @@ TFLOP/s.
     python bench/pretrain_throughput.py                 # CPU sizes (the bundled encoders' configs)
     python bench/pretrain_throughput.py --vitb          # plus ViT-B MAE-3D, visible-only vs all tokens
     python bench/pretrain_throughput.py --paper         # paper sizes (ViT-B 6x96x96 ...), for GPUs
+    python bench/pretrain_throughput.py --mfu --json mfu.json   # ViT-B MAE-3D samples/s and MFU only
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -116,6 +119,35 @@ def step_flops(objective: torch.nn.Module, batch: dict, device: torch.device) ->
     return float(counter.get_total_flops())
 
 
+def vitb_mfu(args) -> dict:
+    """Samples/s and model-FLOP utilisation of MAE-3D pretraining (ViT-B by default) through the
+    shared trainer: FLOPs of one step (forward + backward) x steps/s / the GPU's dense bf16 peak."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from inference import peak_bf16_tflops  # bench/inference.py
+
+    device = args.device
+    patch = ",".join(map(str, args.mfu_patch))
+    job = load_job("mae3d", None, [f"model.encoder.vit_size={args.mfu_vit}", f"data.patch={patch}",
+                                   f"data.batch_size={args.mfu_batch}", f"train.device={device}", *COMMON])
+    torch.manual_seed(0)
+    objective = mae3d.build_objective(job)
+    xb = {"image": torch.randn(args.mfu_batch, 1, *job.data.patch)}
+    flops = step_flops(objective, xb, torch.device(device))
+    rate = train_rate(objective, xb, job.train, args.steps)
+    cuda = device.startswith("cuda")
+    name = torch.cuda.get_device_name(0) if cuda else "CPU"
+    peak = peak_bf16_tflops(name) if cuda else None
+    achieved = flops * rate / args.mfu_batch / 1e12
+    print(f"  MAE-3D ViT-{args.mfu_vit} {'x'.join(map(str, job.data.patch))} b{args.mfu_batch} on {name}: "
+          f"{flops / 1e12:.3f} TFLOP per step, {rate:.1f} samples/s, {achieved:.1f} TFLOP/s achieved"
+          + (f", MFU {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""))
+    return {"model": f"MAE-3D ViT-{args.mfu_vit}, patch 1x16x16, mask {job.model.mask_ratio}",
+            "device": name, "precision": "bf16 autocast" if cuda else "fp32", "input": list(job.data.patch),
+            "batch": args.mfu_batch, "steps_timed": args.steps, "tflop_per_step": round(flops / 1e12, 4),
+            "samples_per_s": round(rate, 2), "achieved_tflops": round(achieved, 3), "peak_bf16_tflops": peak,
+            "mfu": round(achieved / peak, 4) if peak else None}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=5, help="timed training steps per method")
@@ -125,8 +157,20 @@ def main() -> None:
     p.add_argument("--methods", default="mae3d,mscon,retina")
     p.add_argument("--vitb", action="store_true",
                    help="also the visible-only vs all-token comparison for ViT-B MAE-3D, 6x96x96, batch 2")
+    p.add_argument("--mfu", action="store_true",
+                   help="only MAE-3D throughput and model-FLOP utilisation (ViT-B, for GPUs)")
+    p.add_argument("--mfu-vit", default="base", help="ViT size of the --mfu run (micro for a smoke test)")
+    p.add_argument("--mfu-batch", type=int, default=128, help="batch of the --mfu run")
+    p.add_argument("--mfu-patch", type=lambda s: [int(v) for v in s.split(",")], default=[6, 96, 96])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="device of the --mfu run")
+    p.add_argument("--json", metavar="PATH", help="write the --mfu figures as JSON")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.mfu:
+        result = vitb_mfu(args)
+        if args.json:
+            Path(args.json).write_text(json.dumps({"mae3d": result}, indent=2))
+        return
     cuda = torch.cuda.is_available()
     sizes = PAPER_SIZES if args.paper else CPU_SIZES
     print(f"device: {torch.cuda.get_device_name(0) if cuda else f'CPU, {args.threads} threads'}; "

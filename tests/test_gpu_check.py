@@ -1,0 +1,71 @@
+"""scripts/gpu_check.sh in its CPU mode: every stage runs tiny and writes what it measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
+
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("timeout") is None,
+                                reason="needs bash and coreutils' timeout")
+
+
+def run_script(*args: str, budget: int = 900) -> subprocess.CompletedProcess:
+    # the running interpreter (its torch, this checkout's source); a generous budget on a loaded CI box
+    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_BUDGET_S": str(budget)}
+    return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=budget + 60)
+
+
+@pytest.mark.slow
+def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
+    from napari_emseg.models import load_checkpoint
+
+    out = tmp_path / "gpu-check"
+    proc = run_script("--cpu", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["mode"] == "cpu"
+    assert set(summary["stages"]) == {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
+    bad = {k: v for k, v in summary["stages"].items() if v["status"] != "ok"}
+    assert not bad, (bad, {k: (out / f"{k}.log").read_text()[-1500:] for k in bad if (out / f"{k}.log").exists()})
+    assert summary["all_ok"] and summary["env"]["torch"] and summary["env"]["cuda_available"] is False
+    # the GPU tests were collected (and skipped without CUDA)
+    assert summary["gpu_tests"]["tests"] >= 1 and summary["gpu_tests"]["failures"] == 0
+    unetr = json.loads((out / "unetr.json").read_text())["unetr"]
+    assert unetr["mvoxel_per_s"] > 0 and unetr["kflop_per_voxel"] > 0 and unetr["fraction_of_peak"] is None
+    mfu = json.loads((out / "mae3d_mfu.json").read_text())["mae3d"]
+    assert mfu["samples_per_s"] > 0 and mfu["tflop_per_step"] > 0 and mfu["mfu"] is None
+    # the short pretraining run's encoder and its card
+    card = json.loads((out / "mae3d-vitmicro-cpu-check.card.json").read_text())
+    assert card["steps"] == 2 and card["hardware"] == "CPU" and card["method"].startswith("MAE-3D")
+    ckpt = load_checkpoint(out / "mae3d-vitmicro-cpu-check.safetensors", tensors=False)
+    assert ckpt.config.arch == "vit3d" and ckpt.config.vit_size == "micro"
+    assert summary["pretrain_run"]["steps"] == 2
+    md = (out / "summary.md").read_text()
+    assert "| pretrain | ok |" in md and "Mvoxel/s" in md and "samples/s" in md
+    for name in ("env.log", "gpu_tests.log", "unetr.log", "mae3d_mfu.log", "pretrain.log", "gpu_tests.xml"):
+        assert (out / name).is_file(), name
+
+
+def test_a_failing_stage_is_recorded_and_the_rest_still_run(tmp_path):
+    """No time left for the stages: each is recorded as skipped, and a summary is still written."""
+    out = tmp_path / "gpu-check"
+    proc = run_script("--cpu", str(out), budget=1)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert {k for k, v in summary["stages"].items() if v["status"] == "skipped"} == {
+        "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
+    assert summary["all_ok"] is False
+
+
+def test_usage_errors():
+    assert run_script().returncode == 2
+    assert run_script("--bogus", "x").returncode == 2
+    assert "OUTDIR" in run_script("--help").stdout
