@@ -9,8 +9,9 @@
 # 530 s; 115 s with --cpu; each stage's slot scales with it); a failed or timed-out stage is
 # recorded and the next one runs:
 #   env         the Python to use: $GPU_CHECK_PYTHON, else ./.venv if it imports torch (with CUDA)
-#               and napari_emseg, else a new venv (--system-site-packages when the system Python
-#               has a CUDA torch; else `pip install torch==2.13.0` first), then `pip install -e .[test]`
+#               and napari_emseg, else a new venv (./.venv, or ./.venv-gpu beside a CPU-only ./.venv;
+#               --system-site-packages when the system Python has a CUDA torch, else
+#               `pip install torch==2.13.0` first), then `pip install -e .[test]`
 #   gpu_tests   pytest -m gpu on the test files that hold GPU tests     -> gpu_tests.log, gpu_tests.xml
 #   unetr       tiled inference of the ViT-B UNETR at bf16 (bench/inference.py): Mvoxel/s and the
 #               fraction of the GPU's dense bf16 peak                    -> unetr.json, unetr.log
@@ -127,9 +128,10 @@ setup_env() {
     PY=.venv/bin/python; echo "using ./.venv"; return 0
   fi
   local sys_py="${PYTHON:-python3}" venv=.venv
+  # a ./.venv without a CUDA torch (e.g. carried from a CPU machine) stays as it is: ./.venv-gpu
+  [ "$MODE" = gpu ] && [ -x .venv/bin/python ] && venv=.venv-gpu
   if [ "$MODE" = gpu ] && has_cuda_torch "$sys_py"; then
-    # the machine's CUDA torch, seen from a venv (./.venv-gpu when ./.venv holds a CPU torch)
-    [ -x .venv/bin/python ] && venv=.venv-gpu
+    # the machine's CUDA torch, seen from a venv
     [ -x "$venv/bin/python" ] || "$sys_py" -m venv --system-site-packages "$venv"
     echo "venv $venv over the system's CUDA torch"
   else
@@ -206,7 +208,7 @@ c = load_checkpoint(sys.argv[1], tensors=False); open(sys.argv[2], 'w').write(js
 }
 export -f pretrain_run
 export PY OUT MODE SYNTH
-stage pretrain "$([ "$MODE" = cpu ] && echo 60 || echo 200)" bash -c 'pretrain_run "$@"' pretrain "${PRE_ARGS[@]}"
+gpu_ok pretrain && stage pretrain "$([ "$MODE" = cpu ] && echo 60 || echo 200)" bash -c 'pretrain_run "$@"' pretrain "${PRE_ARGS[@]}"
 
 # -- summary ------------------------------------------------------------------------------------
 SUMMARY_PY="$PY"
@@ -224,11 +226,12 @@ def load(name):
     except (OSError, ValueError):
         return None
 
+order = ["env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"]
 stages = {}
-for p in sorted(glob.glob(os.path.join(out, "stages", "*.json"))):
-    s = load(os.path.join("stages", os.path.basename(p)))
+for name in order:
+    s = load(os.path.join("stages", f"{name}.json"))
     if s:
-        stages[s["stage"]] = s
+        stages[name] = s
 tests = None
 try:
     root = ET.parse(os.path.join(out, "gpu_tests.xml")).getroot()

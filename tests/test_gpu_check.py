@@ -17,9 +17,9 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("ti
                                 reason="needs bash and coreutils' timeout")
 
 
-def run_script(*args: str, budget: int = 900) -> subprocess.CompletedProcess:
+def run_script(*args: str, budget: int = 900, **env_vars: str) -> subprocess.CompletedProcess:
     # the running interpreter (its torch, this checkout's source); a generous budget on a loaded CI box
-    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_BUDGET_S": str(budget)}
+    env = {**os.environ, "GPU_CHECK_PYTHON": sys.executable, "GPU_CHECK_BUDGET_S": str(budget), **env_vars}
     return subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, env=env, timeout=budget + 60)
 
 
@@ -63,6 +63,17 @@ def test_a_failing_stage_is_recorded_and_the_rest_still_run(tmp_path):
     assert {k for k, v in summary["stages"].items() if v["status"] == "skipped"} == {
         "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
     assert summary["all_ok"] is False
+
+
+def test_gpu_mode_without_cuda_skips_the_gpu_stages_and_still_summarises(tmp_path):
+    out = tmp_path / "gpu-check"
+    proc = run_script(str(out), budget=20, CUDA_VISIBLE_DEVICES="")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stages = json.loads((out / "summary.json").read_text())["stages"]
+    assert stages["env"]["status"] == "failed" and "no usable CUDA" in stages["env"]["note"]
+    for name in ("unetr", "mae3d_mfu", "pretrain"):
+        assert stages[name]["status"] == "skipped" and stages[name]["note"] == "no CUDA device"
+    assert "| env | failed |" in (out / "summary.md").read_text()
 
 
 def test_usage_errors():
