@@ -82,6 +82,13 @@ def test_package_is_used_as_the_exact_checkpoint(package, tmp_path):
         z.extractall(tmp_path / "unzipped")
     assert load_model(tmp_path / "unzipped" / "rdf.yaml").card["name"] == "tiny-mito"
     assert load_model(tmp_path / "unzipped").info == load_model(ckpt).info
+    # a damaged embedded checkpoint is refused, not unpacked
+    from napari_emseg.models.errors import CorruptCheckpointError
+
+    rdf, _ = _rdf(pkg)
+    (tmp_path / "unzipped" / rdf["config"]["napari-emseg"]["checkpoint"]).write_bytes(b"damaged")
+    with pytest.raises(CorruptCheckpointError, match="SHA-256"):
+        checkpoint_from_package(tmp_path / "unzipped", cache=tmp_path / "other-cache")
 
 
 def test_segment_accepts_a_package(package, tmp_path):

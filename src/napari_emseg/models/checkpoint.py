@@ -141,7 +141,7 @@ def load_checkpoint(path: str | Path, *, tensors: bool = True) -> Checkpoint:
     """
     path = Path(path)
     if path.suffix.lower() == ".zip" or path.is_dir() or path.name in ("rdf.yaml", "bioimageio.yaml"):
-        from .bioimageio import checkpoint_from_package, is_bioimageio_package
+        from .bioimageio.package import checkpoint_from_package, is_bioimageio_package
 
         if is_bioimageio_package(path):  # a bioimage.io package: its embedded checkpoint
             path = checkpoint_from_package(path)

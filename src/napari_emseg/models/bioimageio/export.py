@@ -1,16 +1,13 @@
-"""bioimage.io model packages: export a checkpoint as one, and use one as a checkpoint.
+"""Export a napari-emseg checkpoint as a bioimage.io model package (spec 0.5).
 
 Export (:func:`export_bioimageio`) writes a zip in the current model spec (0.5): ``rdf.yaml``,
-``pytorch_state_dict`` weights whose architecture is :class:`~.bioimageio_arch.EmsegNetwork`
-(``import_from: napari_emseg.models.bioimageio_arch``), TorchScript weights where tracing the
+``pytorch_state_dict`` weights whose architecture is :class:`~.arch.EmsegNetwork`
+(``import_from: napari_emseg.models.bioimageio.arch``), TorchScript weights where tracing the
 network gives the same maps at another input size, a test input (a small synthetic EM volume)
 and the output the model itself predicts for it, a cover, a README from the model card, and the
 original checkpoint as an attachment. The card's data, licence and citations are carried over.
 
-Import (:func:`checkpoint_from_package`) reads such a package (zip, folder or ``rdf.yaml``) and
-returns the embedded checkpoint (unpacked once into the cache), so every place that takes a
-checkpoint takes a package too and rebuilds the exact model. Packages made by other tools are
-refused with a clear error: their architectures are not napari-emseg's.
+Import is in :mod:`.package`.
 """
 
 from __future__ import annotations
@@ -29,15 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import NotACheckpointError
+from .package import is_bioimageio_package, is_ours
 
-__all__ = ["export_bioimageio", "is_bioimageio_package", "checkpoint_from_package", "PACKAGE_FORMAT"]
+__all__ = ["export_bioimageio", "spdx_licence", "PACKAGE_FORMAT"]
 
 logger = logging.getLogger(__name__)
 
 PACKAGE_FORMAT = "napari-emseg.bioimageio/1"
 FORMAT_VERSION = "0.5.4"
-RDF_NAMES = ("rdf.yaml", "bioimageio.yaml")
 PROJECT_URL = "https://github.com/napari-emseg/napari-emseg"
 _SPDX = re.compile(r"\b(CC-BY(?:-NC)?(?:-SA|-ND)?-[1-4]\.0|CC0-1\.0|MIT|BSD-[23]-Clause|Apache-2\.0|GPL-3\.0"
                    r"(?:-only|-or-later)?)\b")
@@ -45,86 +41,6 @@ _CC_TEXT = re.compile(r"\bCC[ -]BY((?:[ -](?:NC|SA|ND))*)[ -]([1-4]\.0)\b", re.I
 _DOI = re.compile(r"doi:\s*(10\.\d{4,9}/[^\s,;)]+)", re.IGNORECASE)
 
 
-# -- import -------------------------------------------------------------------------------------
-def is_bioimageio_package(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a bioimage.io package: a zip holding ``rdf.yaml``, a folder with one, or the file."""
-    p = Path(os.fspath(path))
-    if p.is_dir():
-        return any((p / n).is_file() for n in RDF_NAMES)
-    if p.is_file() and p.name in RDF_NAMES:
-        return True
-    if p.is_file() and p.suffix.lower() == ".zip":
-        try:
-            with zipfile.ZipFile(p) as z:
-                return any(n in z.namelist() for n in RDF_NAMES)
-        except (zipfile.BadZipFile, OSError):
-            return False
-    return False
-
-
-def _read_package(p: Path) -> tuple[dict[str, Any], Any]:
-    """The package's description and a reader of its files by name."""
-    import yaml
-
-    if p.is_file() and p.suffix.lower() == ".zip":
-        z = zipfile.ZipFile(p)
-        name = next(n for n in RDF_NAMES if n in z.namelist())
-        rdf, read = yaml.safe_load(z.read(name)), z.read
-    else:
-        root = p if p.is_dir() else p.parent
-        rdf_path = next(root / n for n in RDF_NAMES if (root / n).is_file())
-        rdf = yaml.safe_load(rdf_path.read_text(encoding="utf-8"))
-        def read(name: str) -> bytes:
-            return (root / name).read_bytes()
-    return (rdf if isinstance(rdf, dict) else {}), read
-
-
-def checkpoint_from_package(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
-    """The napari-emseg checkpoint inside a bioimage.io package exported by napari-emseg.
-
-    It is unpacked once (checked against its SHA-256) into ``cache`` (default
-    ``<cache_dir>/bioimageio``) and its path returned.
-
-    Raises
-    ------
-    NotACheckpointError
-        The package was not exported by napari-emseg (or holds no checkpoint).
-    """
-    p = Path(os.fspath(path))
-    rdf, read = _read_package(p)
-    ours = ((rdf.get("config") or {}).get("napari-emseg") or {}) if isinstance(rdf.get("config"), dict) else {}
-    if not ours.get("checkpoint"):
-        weights = ", ".join(sorted((rdf.get("weights") or {}).keys())) or "none"
-        raise NotACheckpointError(
-            f"{p} is a bioimage.io {rdf.get('type', 'resource')} ({rdf.get('name', 'unnamed')!r}, weights: {weights}) "
-            "that napari-emseg did not export: its network is not one napari-emseg builds, so it cannot be "
-            "fine-tuned or segmented with here; run it with bioimageio.core, or use a napari-emseg checkpoint "
-            "or a package written by `napari-emseg export-model`")
-    try:
-        data = read(ours["checkpoint"])
-    except (KeyError, OSError) as err:
-        raise NotACheckpointError(f"{p}: its checkpoint {ours['checkpoint']!r} is missing ({err})") from None
-    digest = hashlib.sha256(data).hexdigest()
-    if ours.get("sha256") and ours["sha256"] != digest:
-        from .errors import CorruptCheckpointError
-
-        raise CorruptCheckpointError(f"{p}: its checkpoint {ours['checkpoint']!r} does not match its SHA-256; "
-                                     "the package is damaged, download it again")
-    if cache is None:
-        from .registry import cache_dir
-
-        cache = cache_dir() / "bioimageio"
-    target = Path(cache) / digest[:16] / Path(ours["checkpoint"]).name
-    if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == digest):
-        from .._atomic import atomic_path
-
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
-        logger.info("unpacked the checkpoint of %s to %s", p, target)
-    return target
-
-
-# -- export -------------------------------------------------------------------------------------
 def spdx_licence(card: Mapping[str, Any], licence: str | None = None) -> str:
     """The SPDX id for the package: ``licence`` if given, else one named in the card's licence text."""
     if licence:
@@ -137,7 +53,7 @@ def spdx_licence(card: Mapping[str, Any], licence: str | None = None) -> str:
     if m:
         parts = [s.upper() for s in re.split(r"[ -]", m.group(1)) if s]
         return "-".join(["CC-BY", *parts, m.group(2)])
-    from ..errors import EmsegError
+    from ...errors import EmsegError
 
     raise EmsegError(f"the checkpoint's licence ({text or 'none'!r}) names no SPDX licence, which bioimage.io "
                      "requires: pass --license ID (e.g. CC-BY-4.0, MIT) that the weights' and data's terms allow")
@@ -243,16 +159,16 @@ def export_bioimageio(
     import torch
     import yaml
 
-    from .. import __version__
-    from .._atomic import atomic_path
-    from ..data.synthetic import make_synthetic_em
-    from ..errors import EmsegError
-    from .bioimageio_arch import EmsegNetwork
-    from .checkpoint import load_checkpoint
+    from ... import __version__
+    from ..._atomic import atomic_path
+    from ...data.synthetic import make_synthetic_em
+    from ...errors import EmsegError
+    from ..checkpoint import load_checkpoint
+    from .arch import EmsegNetwork
 
     out = Path(os.fspath(out))
     if out.exists():
-        if not (is_bioimageio_package(out) and _is_ours(out)):
+        if not (is_bioimageio_package(out) and is_ours(out)):
             raise EmsegError(f"--out {out}: exists and is not a package napari-emseg wrote; it is never replaced")
         if not overwrite:
             raise EmsegError(f"--out {out}: exists (an earlier export); pass --overwrite to replace it")
@@ -302,7 +218,7 @@ def export_bioimageio(
         (d / "README.md").write_text(_readme(stem, card, info, cfg, licence_id), encoding="utf-8")
         weights: dict[str, Any] = {"pytorch_state_dict": {
             "source": "weights.pt", "sha256": _sha(d / "weights.pt"),
-            "architecture": {"callable": "EmsegNetwork", "import_from": "napari_emseg.models.bioimageio_arch",
+            "architecture": {"callable": "EmsegNetwork", "import_from": "napari_emseg.models.bioimageio.arch",
                              "kwargs": {"config": cfg.to_dict(), "info": info.to_dict()}},
             "pytorch_version": torch_version,
             "dependencies": {"source": "environment.yaml", "sha256": _sha(d / "environment.yaml")},
@@ -363,13 +279,6 @@ def _trace(net: Any, shape: tuple[int, ...], path: Path, info: Any) -> bool:
         return False
     return True
 
-
-def _is_ours(path: Path) -> bool:
-    try:
-        rdf, _ = _read_package(path)
-    except Exception:  # noqa: BLE001 - unreadable: not provably ours
-        return False
-    return isinstance(rdf.get("config"), dict) and "napari-emseg" in rdf["config"]
 
 
 def _card_authors(card: Mapping[str, Any]) -> list[str]:

@@ -2,7 +2,7 @@
 
 bioimage.io tools (bioimageio.core, ilastik, deepImageJ through TorchScript ...) build
 :class:`EmsegNetwork` with the package's ``kwargs`` and load the ``pytorch_state_dict`` weights
-into it. It wraps :func:`~.build.build_model` and applies the model's activation, so the
+into it. It wraps :func:`~..build.build_model` and applies the model's activation, so the
 package's output is the probability maps napari-emseg predicts, not logits.
 """
 
@@ -23,21 +23,21 @@ class EmsegNetwork(nn.Module):
     Parameters
     ----------
     config
-        :class:`~.build.ModelConfig` as a dict (``ModelConfig.to_dict()``).
+        :class:`~..build.ModelConfig` as a dict (``ModelConfig.to_dict()``).
     info
-        :class:`~.info.ModelInfo` as a dict.
+        :class:`~..info.ModelInfo` as a dict.
     """
 
     def __init__(self, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         super().__init__()
-        from .build import ModelConfig, build_model
-        from .info import ModelInfo
+        from ..build import ModelConfig, build_model
+        from ..info import ModelInfo
 
         self.net = build_model(ModelConfig.from_dict(dict(config), strict=False),
                                ModelInfo.from_dict(dict(info), strict=False))
         self.info = self.net.info
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from .info import apply_activation
+        from ..info import apply_activation
 
         return apply_activation(self.net(x), self.info)
