@@ -202,9 +202,14 @@ np.save(sys.argv[1], make_synthetic_em(tuple(int(v) for v in sys.argv[2].split('
     --card "hardware=$(cat "$OUT/env.json" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d.get("gpu") or "CPU")')" \
     --card "description=gpu_check.sh $MODE pretraining run (a check, not a model to use)" -q "$@"
   cp "$run/run/$name.safetensors" "$OUT/"
-  "$PY" -c "import json, sys; from napari_emseg.models import load_checkpoint; \
-c = load_checkpoint(sys.argv[1], tensors=False); open(sys.argv[2], 'w').write(json.dumps(c.card, indent=2, default=str))" \
-    "$OUT/$name.safetensors" "$OUT/$name.card.json"
+  # the card, from the safetensors header's metadata (no torch import: a second or two)
+  "$PY" - "$OUT/$name.safetensors" "$OUT/$name.card.json" <<'PYEOF'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    meta = json.loads(f.read(struct.unpack("<Q", f.read(8))[0])).get("__metadata__", {})
+with open(sys.argv[2], "w") as f:
+    json.dump(json.loads(meta.get("card") or "{}"), f, indent=2)
+PYEOF
 }
 export -f pretrain_run
 export PY OUT MODE SYNTH

@@ -32,7 +32,7 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu"
-    assert set(summary["stages"]) == {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
+    assert set(summary["stages"]) >= {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
     bad = {k: v for k, v in summary["stages"].items() if v["status"] != "ok"}
     assert not bad, (bad, {k: (out / f"{k}.log").read_text()[-1500:] for k in bad if (out / f"{k}.log").exists()})
     assert summary["all_ok"] and summary["env"]["torch"] and summary["env"]["cuda_available"] is False
