@@ -282,6 +282,8 @@ class Proofreader:
         logged = [int(i) for i in rec.get("new_ids", ())]  # a replay keeps the logged ids when they are free
         if len(logged) == len(new_ids) and logged != new_ids and not self.boxes(logged) and 0 not in logged:
             new_ids = logged
+        if crop.dtype.kind in "iu" and max(new_ids) > np.iinfo(crop.dtype).max:
+            raise ProofreadError(f"new id {max(new_ids)} does not fit the labels' type {crop.dtype}")
         table = np.array([obj, obj, *new_ids], dtype=crop.dtype)  # 0 (unreached) and 1 keep the id
         change = mask & (regions > 1)
         after = table[regions[change]]

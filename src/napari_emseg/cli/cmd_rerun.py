@@ -4,7 +4,8 @@
     napari-emseg rerun seg.zarr --out again.zarr --device cpu
 
 Reads ``seg.zarr/provenance.json`` (written by ``napari-emseg segment`` and the Segment widget):
-the same checkpoint (its sha256 is checked), input, voxel size and every setting. Prints whether
+the same checkpoint (its sha256 is checked), input, voxel size and every setting; hand edits
+made in the Segment widget (``proofreading``) are replayed on the new labels. Prints whether
 the input's content, the checkpoint and the labels match the recorded ones; exits with status 1
 when the labels differ (0 when they are identical, bit for bit).
 """
