@@ -20,6 +20,9 @@
 #   pretrain    a short real run of napari-emseg-pretrain (MAE-3D ViT-B, time-limited) on
 #               $GPU_CHECK_DATA (any volume the CLI reads) or a synthetic EM volume; the exported
 #               encoder and its card are copied to OUTDIR               -> pretrain.log, *.safetensors, *.card.json
+#   devices     `segment --devices` (all GPUs, or two workers on GPU 0 on a one-GPU machine; cpu,cpu
+#               with --cpu) on a synthetic volume: the device each worker used, and the maps equal
+#               a one-device run's (to float16 rounding)                 -> devices.json, devices.log
 # Then summary.json and summary.md (each stage's status, seconds and headline figures).
 set -uo pipefail
 
@@ -215,6 +218,47 @@ export -f pretrain_run
 export PY OUT MODE SYNTH
 gpu_ok pretrain && stage pretrain "$([ "$MODE" = cpu ] && echo 60 || echo 200)" bash -c 'pretrain_run "$@"' pretrain "${PRE_ARGS[@]}"
 
+devices_run() {  # segment --devices vs one device on the same synthetic volume -> devices.json
+  set -e
+  local run devs one shape blocks n
+  run="$(mktemp -d "${TMPDIR:-/tmp}/emseg-gpu-check.XXXXXX")"
+  trap 'rm -rf "$run"' EXIT
+  if [ "$MODE" = cpu ]; then
+    devs=cpu,cpu; one=cpu; shape=16,128,128; blocks=8,64,64
+  else
+    n="$("$PY" -c 'import torch; print(torch.cuda.device_count())')"
+    if [ "$n" -ge 2 ]; then devs=all; else devs=0,0; fi
+    one=cuda:0; shape=32,256,256; blocks=16,128,128
+  fi
+  local model
+  model="$("$PY" -c 'from napari_emseg.presets import preset_model_path; print(preset_model_path("mitochondria"))')"
+  "$PY" -m napari_emseg.cli.main -q sample --out "$run/s.zarr" --shape "$shape"
+  local common=(segment --image "$run/s.zarr:raw" --model "$model" --task none --no-voxel-match)
+  local t0=$SECONDS
+  "$PY" -m napari_emseg.cli.main -q "${common[@]}" --out "$run/one.zarr" --device "$one" --block "$blocks"
+  local t1=$SECONDS
+  "$PY" -m napari_emseg.cli.main -q "${common[@]}" --out "$run/many.zarr" --devices "$devs" --blocks "$blocks"
+  local t2=$SECONDS
+  "$PY" - "$run" "$OUT/devices.json" "$devs" "$MODE" "$(( t1 - t0 ))" "$(( t2 - t1 ))" <<'PYEOF'
+import json, sys
+import numpy as np, zarr
+run, out, devs, mode, s_one, s_many = sys.argv[1:]
+one = zarr.open_array(f"{run}/one.zarr/predictions", mode="r")
+many = zarr.open_array(f"{run}/many.zarr/predictions", mode="r")
+diff = float(np.abs(one[:].astype(np.float32) - many[:].astype(np.float32)).max())
+inf = dict(many.attrs)["inference"]
+# float16 maps: worker processes use other thread counts than the one-device run, so a value may
+# round to the neighbouring float16 (1e-4 near 0.2); GPUs may also pick other kernels
+ok = diff <= (1e-3 if mode == "cpu" else 1e-2) and bool(inf.get("workers"))
+json.dump({"devices": devs, "resolved": inf.get("devices"), "workers": inf.get("workers"), "max_abs_diff": diff,
+           "ok": ok, "seconds_one_device": int(s_one), "seconds_devices": int(s_many)}, open(out, "w"), indent=2)
+print(json.dumps(json.load(open(out))))
+sys.exit(0 if ok else 1)
+PYEOF
+}
+export -f devices_run
+gpu_ok devices && stage devices "$([ "$MODE" = cpu ] && echo 45 || echo 60)" bash -c 'devices_run' devices
+
 # -- summary ------------------------------------------------------------------------------------
 SUMMARY_PY="$PY"
 "$SUMMARY_PY" -c "import json" 2>/dev/null || SUMMARY_PY=python3
@@ -231,7 +275,7 @@ def load(name):
     except (OSError, ValueError):
         return None
 
-order = ["env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"]
+order = ["env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"]
 stages = {}
 for name in order:
     s = load(os.path.join("stages", f"{name}.json"))
@@ -246,6 +290,7 @@ except (OSError, ET.ParseError, AttributeError):
     pass
 unetr = (load("unetr.json") or {}).get("unetr")
 mfu = (load("mae3d_mfu.json") or {}).get("mae3d")
+devices = load("devices.json")
 cards = sorted(glob.glob(os.path.join(out, "*.card.json")))
 card = load(os.path.basename(cards[0])) if cards else None
 summary = {
@@ -255,6 +300,7 @@ summary = {
         "encoder": os.path.basename(cards[0]).replace(".card.json", ".safetensors"),
         "steps": card.get("steps"), "final_loss": card.get("final_loss"), "wall_time_s": card.get("wall_time_s"),
         "hardware": card.get("hardware")},
+    "devices": devices,
     "all_ok": bool(stages) and all(s["status"] == "ok" for s in stages.values()),
 }
 with open(os.path.join(out, "summary.json"), "w") as f:
@@ -281,6 +327,10 @@ if summary["pretrain_run"]:
     r = summary["pretrain_run"]
     lines.append(f"- pretraining run: {r['encoder']}, {r['steps']} steps in {r['wall_time_s']} s, "
                  f"final loss {fmt(r['final_loss'], '{:.4f}')}")
+if devices:
+    lines.append(f"- segment --devices {devices['devices']}: workers {devices['workers']}, maps vs one device: "
+                 f"max |diff| {devices['max_abs_diff']:.3g} ({devices['seconds_devices']} s vs "
+                 f"{devices['seconds_one_device']} s)")
 with open(os.path.join(out, "summary.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -32,7 +32,7 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu"
-    assert set(summary["stages"]) >= {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
+    assert set(summary["stages"]) >= {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"}
     bad = {k: v for k, v in summary["stages"].items() if v["status"] != "ok"}
     assert not bad, (bad, {k: (out / f"{k}.log").read_text()[-1500:] for k in bad if (out / f"{k}.log").exists()})
     assert summary["all_ok"] and summary["env"]["torch"] and summary["env"]["cuda_available"] is False
@@ -48,6 +48,9 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     ckpt = load_checkpoint(out / "mae3d-vitmicro-cpu-check.safetensors", tensors=False)
     assert ckpt.config.arch == "vit3d" and ckpt.config.vit_size == "micro"
     assert summary["pretrain_run"]["steps"] == 2
+    # segment --devices cpu,cpu: two workers, each on its device, the maps of one device (float16 rounding)
+    devices = json.loads((out / "devices.json").read_text())
+    assert devices["ok"] and devices["max_abs_diff"] <= 1e-3 and devices["workers"] == {"0": "cpu", "1": "cpu"}
     md = (out / "summary.md").read_text()
     assert "| pretrain | ok |" in md and "Mvoxel/s" in md and "samples/s" in md
     for name in ("env.log", "gpu_tests.log", "unetr.log", "mae3d_mfu.log", "pretrain.log", "gpu_tests.xml"):
@@ -61,7 +64,7 @@ def test_a_failing_stage_is_recorded_and_the_rest_still_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert {k for k, v in summary["stages"].items() if v["status"] == "skipped"} == {
-        "gpu_tests", "unetr", "mae3d_mfu", "pretrain"}
+        "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"}
     assert summary["all_ok"] is False
 
 
@@ -71,7 +74,7 @@ def test_gpu_mode_without_cuda_skips_the_gpu_stages_and_still_summarises(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     stages = json.loads((out / "summary.json").read_text())["stages"]
     assert stages["env"]["status"] == "failed" and "no usable CUDA" in stages["env"]["note"]
-    for name in ("unetr", "mae3d_mfu", "pretrain"):
+    for name in ("unetr", "mae3d_mfu", "pretrain", "devices"):
         assert stages[name]["status"] == "skipped" and stages[name]["note"] == "no CUDA device"
     assert "| env | failed |" in (out / "summary.md").read_text()
 
