@@ -71,7 +71,7 @@ class MeasurePanel(QWidget):
         self.measure_button.setEnabled(False)
         self.runner = JobRunner(lambda: measure_job(labels, scale, image, cfg),
                                 on_done=lambda table: self._show(labels_layer, table),
-                                on_finish=lambda: self.measure_button.setEnabled(True), description="measure")
+                                on_finish=self._finished, description="measure")
         return self.runner.start()
 
     def refresh(self, ids: Any) -> JobRunner | None:
@@ -92,17 +92,16 @@ class MeasurePanel(QWidget):
             image = np.asarray(image)[None]
         scale = tuple(float(s) for s in labels_layer.scale[-3:])
         cfg = MeasureConfig(skeleton=self.skeleton.isChecked())
-
-        def finish() -> None:
-            self.measure_button.setEnabled(True)
-            if self._pending:
-                self.refresh(())
-
         self.measure_button.setEnabled(False)
         self.runner = JobRunner(lambda: remeasure_job(table, labels, todo, scale, image, cfg),
-                                on_done=lambda new: self._show(labels_layer, new), on_finish=finish,
+                                on_done=lambda new: self._show(labels_layer, new), on_finish=self._finished,
                                 description="measure")
         return self.runner.start()
+
+    def _finished(self) -> None:
+        self.measure_button.setEnabled(True)
+        if self._pending:  # objects edited while this job ran
+            self.refresh(())
 
     def _show(self, labels_layer: Any, table: dict[str, np.ndarray]) -> None:
         from ..morphometrics import napari_features
