@@ -13,12 +13,12 @@ from napari_emseg.postprocess.maps import MapError
 from .conftest import gt_bcd
 
 
-def two_touching_mitochondria(shape=(10, 64, 96)) -> np.ndarray:
-    """Two elongated ellipsoids side by side in x, touching along a wide face."""
+def two_touching_mitochondria(shape=(10, 64, 96), centres=(30.0, 64.0)) -> np.ndarray:
+    """Two elongated ellipsoids side by side in x, touching along a wide face (by default)."""
     z, y, x = np.indices(shape)
     cz, cy = shape[0] / 2, shape[1] / 2
     labels = np.zeros(shape, np.uint32)
-    for i, cx in enumerate((30.0, 64.0), start=1):
+    for i, cx in enumerate(centres, start=1):
         inside = ((z - cz) / 4.5) ** 2 + ((y - cy) / 20) ** 2 + ((x - cx) / 17.5) ** 2 <= 1
         labels[inside & (labels == 0)] = i
     return labels
@@ -53,8 +53,21 @@ def test_size_filter_and_seed_thresholds(tiny_em):
     kept = np.bincount(labels.ravel())[1:]
     assert kept.min() >= 128
     assert labels.max() == (sizes >= 128).sum()
-    # seeds need a high distance: asking for more than any voxel has finds nothing
-    assert extract_instances(bcd, "bcd", MitoConfig(seed_distance=1.0)).max() == 0
+    # seeds need a high distance: asking for more than any voxel has finds no seed, and every
+    # piece of foreground is then an object of its own (never dropped for want of a seed)
+    unseeded = extract_instances(bcd, "bcd", MitoConfig(seed_distance=1.0, min_size=1))
+    pieces, n = ndi.label(bcd[0] > MitoConfig().foreground_threshold)
+    assert unseeded.max() == n > 0
+    assert np.array_equal(unseeded > 0, pieces > 0)
+
+
+def test_foreground_without_a_seed_is_kept_as_its_own_object():
+    gt = two_touching_mitochondria(centres=(25.0, 75.0))  # apart
+    bcd = gt_bcd(gt)
+    bcd[2][gt == 2] = 0.0  # object 2 has no distance: no seed in it
+    labels = extract_instances(bcd, "bcd", MitoConfig(min_size=1))
+    assert labels.max() == 2  # object 1 from its seed, object 2 from the leftover foreground
+    assert np.array_equal(labels > 0, bcd[0] > MitoConfig().foreground_threshold)
 
 
 def test_2d_mode_labels_each_section_separately():

@@ -80,7 +80,9 @@ def bcd_watershed(
 ) -> np.ndarray:
     """Seeded watershed of one section or volume (arrays in their stored type, ``scale`` = 1.0 value).
 
-    Returns int32 labels (not consecutive, not size-filtered).
+    The seeds only split touching objects: a connected piece of foreground that holds no seed
+    (a small or faint object, or a weak distance map) is still an object of its own, never
+    dropped. Returns int32 labels (not consecutive, not size-filtered).
     """
     seeds_mask = foreground > native_threshold(config.seed_foreground, scale)
     seeds_mask &= contour < native_threshold(config.seed_contour, scale)
@@ -93,10 +95,14 @@ def bcd_watershed(
         small[0] = False
         seeds[small[seeds]] = 0
     mask = foreground > native_threshold(config.foreground_threshold, scale)
-    if not seeds.any():
-        return np.zeros(foreground.shape, np.int32)
-    height = np.subtract(np.float32(scale), distance, dtype=np.float32)
-    return watershed(height, seeds, mask=mask)
+    labels = np.zeros(foreground.shape, np.int32)
+    if seeds.any():
+        height = np.subtract(np.float32(scale), distance, dtype=np.float32)
+        labels = watershed(height, seeds, mask=mask).astype(np.int32, copy=False)
+    orphans, k = ndi.label(mask & (labels == 0))  # foreground no seed reached
+    if k:
+        labels = np.where(orphans > 0, orphans + int(labels.max()), labels).astype(np.int32, copy=False)
+    return labels
 
 
 def mitochondria_job(probs: Any, config: MitoConfig = MitoConfig()) -> Job[np.ndarray]:
