@@ -45,3 +45,26 @@ def test_loss_falls_toward_the_target():
     good, _ = task_loss("boundaries", (target * 2 - 1) * 8, target, mask)
     bad, _ = task_loss("boundaries", (1 - target * 2) * 8, target, mask)
     assert good < 0.05 < bad
+
+
+def test_bcd_weighs_the_foreground_fully_and_the_splitting_channels_lightly():
+    from napari_emseg.finetune.losses import BCD_AUX_WEIGHT, masked_bce, masked_dice, masked_mse
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16, generator=g)
+    target = (torch.rand(2, 3, 16, 16, generator=g) > 0.7).float()
+    mask = torch.ones_like(target)
+    loss, parts = task_loss("bcd", logits, target, mask)
+    fg = masked_bce(logits[:, :1], target[:, :1], mask[:, :1], balance=False) + masked_dice(
+        torch.sigmoid(logits[:, :1]), target[:, :1], mask[:, :1])
+    contour = masked_bce(logits[:, 1:2], target[:, 1:2], mask[:, 1:2]) + masked_dice(
+        torch.sigmoid(logits[:, 1:2]), target[:, 1:2], mask[:, 1:2])
+    mse = masked_mse(torch.sigmoid(logits[:, 2:3]), target[:, 2:3], mask[:, 2:3])
+    assert 0 < BCD_AUX_WEIGHT < 0.5
+    assert torch.allclose(loss, fg + BCD_AUX_WEIGHT * (contour + mse))
+    assert parts["foreground"] == pytest.approx(float(fg))
+    # the foreground's gradient is not diluted by the other channels
+    logits.requires_grad_(True)
+    task_loss("bcd", logits, target, mask)[0].backward()
+    g_fg, g_rest = logits.grad[:, :1].abs().mean(), logits.grad[:, 1:].abs().mean()
+    assert g_fg > 2 * g_rest

@@ -70,11 +70,18 @@ class FineTuneConfig(Config):
         network, 2 of the model's tile for a 3D one (rounded to the input multiple).
     steps, time_limit_min
         Stop after this many steps or minutes, whichever comes first (``steps=None``: 600 for
-        a 2D network, 300 for a 3D one, about 10 minutes each on 2 CPU cores). The warm-up +
-        cosine schedule ends at a low rate whichever stops the run.
-    lr, encoder_lr_scale, freeze
-        AdamW learning rate; the encoder's is ``lr * encoder_lr_scale``; ``freeze`` keeps
-        ``"encoder"`` or (RETINA) only the transferred ``"transformer"`` layers fixed.
+        a 2D network, 300 for a 3D one, about 10 minutes each on 2 CPU cores).
+    lr, weight_decay, schedule, warmup_steps, encoder_lr_scale, freeze
+        Adam(W) learning rate, weight decay, ``"constant"`` rate or ``"cosine"`` decay (which
+        then ends at a low rate whichever of ``steps`` and ``time_limit_min`` stops the run),
+        linear warm-up steps; the pretrained encoder's rate is ``lr * encoder_lr_scale``;
+        ``freeze`` keeps ``"encoder"`` or (RETINA) only the transferred ``"transformer"``
+        layers fixed.
+    transfer
+        What of a pretrained encoder is copied in: ``"auto"`` (a RETINA encoder: its
+        transformer only, frozen, as the paper does; any other: the whole encoder),
+        ``"transformer"`` (the transformer only, trained) or ``"encoder"`` (all of it, trained). The defaults are what trained best per step on real EM from three
+        painted sections (docs/finetuning.md, "The recipe"): constant 1e-3, no decay, no warm-up.
     dims
         ``"auto"`` chooses a 2D network for separate images and serial sections and a 3D one
         for near-isotropic volumes (:func:`~.layout.detect_layout`; recorded in the card under
@@ -109,9 +116,12 @@ class FineTuneConfig(Config):
     steps: int | None = None
     time_limit_min: float | None = None
     lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = 0
     encoder_lr_scale: float = 0.1
-    weight_decay: float = 1e-4
     freeze: Literal["none", "encoder", "transformer"] = "none"
+    transfer: Literal["auto", "transformer", "encoder"] = "auto"
     augment: AugmentConfig = FINETUNE_AUGMENT
     permute_planes: Literal["auto", "on", "off"] = "auto"
     validate_every: int = 25
@@ -213,7 +223,7 @@ def fine_tune(
     layout = detect_layout(image, voxel_size, cfg.dims)
     logger.info("data layout: %s", layout.reason)
     if isinstance(encoder, str) and encoder == AUTO:
-        encoder = default_encoder(layout.dims)
+        encoder = default_encoder(layout.dims, cfg.task)
         logger.info("encoder: %s", encoder)
     with torch.random.fork_rng(devices=[]):  # a new head's initial weights follow cfg.seed (reproducible runs)
         torch.manual_seed(cfg.seed)
@@ -250,10 +260,10 @@ def fine_tune(
     objective = MaskedObjective(model, kind)
     groups = freeze_and_group(model, cfg, pretrained)
     tcfg = TrainConfig(
-        optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+        optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay, schedule=cfg.schedule,
         # a model that continues training (already fine-tuned) needs no second warm-up
-        # warm-up: 5 % of the steps, at most 50 (a run that its time limit ends has few of them)
-        warmup_steps=0 if continued else min(50, round(0.05 * steps)), max_steps=steps, time_limit_min=cfg.time_limit_min, grad_clip=1.0,
+        warmup_steps=0 if continued else cfg.warmup_steps, max_steps=steps, time_limit_min=cfg.time_limit_min,
+        grad_clip=1.0,
         precision=cfg.precision, device=cfg.device, seed=cfg.seed, checkpoint_every=10**9,
         log_every=max(1, min(25, steps // 10)), preview_every=10**9,
         validate_every=cfg.validate_every if validate else 0,

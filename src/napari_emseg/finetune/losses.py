@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 
 _EPS = 1e-6
+#: weight of the contour and distance terms of the ``bcd`` loss against the foreground's
+BCD_AUX_WEIGHT = 0.1
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, balance: bool = True) -> torch.Tensor:
@@ -61,8 +63,11 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
     """The loss for a target kind, and its parts for logging.
 
     * ``affinities`` / ``boundaries``: balanced BCE + Dice.
-    * ``bcd``: BCE (plain on foreground, balanced on contour) + Dice on foreground and contour,
-      MSE on the sigmoid of the distance channel (as in MitoEM / PyTorch Connectomics).
+    * ``bcd``: the foreground as a binary segmentation (plain BCE + Dice), plus
+      :data:`BCD_AUX_WEIGHT` x (balanced BCE + Dice on the contour, MSE on the sigmoid of the
+      distance): the contour and distance channels only serve to split touching objects, and at
+      full weight they cost the foreground (FAFB, three painted sections, 150 steps: foreground
+      IoU 0.745 with the foreground alone, 0.72 with the other two at weight 0.1, 0.69 at 0.5 and 1).
     * ``semantic``: cross-entropy + Dice on the softmax.
     """
     if kind in ("affinities", "boundaries"):
@@ -70,15 +75,13 @@ def task_loss(kind: str, logits: torch.Tensor, target: torch.Tensor, mask: torch
         dice = masked_dice(torch.sigmoid(logits), target, mask)
         return bce + dice, {"bce": _f(bce), "dice": _f(dice)}
     if kind == "bcd":
-        bc_l, bc_t, bc_m = logits[:, :2], target[:, :2], mask[:, :2]
-        # foreground: plain BCE (re-balancing it biases the map towards foreground: FAFB
-        # mitochondria, 150 steps, foreground IoU at 0.5 was 0.53 balanced, 0.64 plain);
-        # contour: balanced (thin)
-        bce = (masked_bce(bc_l[:, :1], bc_t[:, :1], bc_m[:, :1], balance=False)
-               + masked_bce(bc_l[:, 1:], bc_t[:, 1:], bc_m[:, 1:])) / 2
-        dice = masked_dice(torch.sigmoid(bc_l), bc_t, bc_m)
+        fg_l, fg_t, fg_m = logits[:, :1], target[:, :1], mask[:, :1]
+        ct_l, ct_t, ct_m = logits[:, 1:2], target[:, 1:2], mask[:, 1:2]
+        fg = masked_bce(fg_l, fg_t, fg_m, balance=False) + masked_dice(torch.sigmoid(fg_l), fg_t, fg_m)
+        contour = masked_bce(ct_l, ct_t, ct_m) + masked_dice(torch.sigmoid(ct_l), ct_t, ct_m)
         mse = masked_mse(torch.sigmoid(logits[:, 2:3]), target[:, 2:3], mask[:, 2:3])
-        return bce + dice + mse, {"bce": _f(bce), "dice": _f(dice), "dist_mse": _f(mse)}
+        loss = fg + BCD_AUX_WEIGHT * (contour + mse)
+        return loss, {"foreground": _f(fg), "contour": _f(contour), "dist_mse": _f(mse)}
     if kind == "semantic":
         ce = masked_cross_entropy(logits, target, mask)
         onehot = F.one_hot(target[:, 0].long(), logits.shape[1]).movedim(-1, 1).float()
