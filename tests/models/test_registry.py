@@ -144,3 +144,19 @@ def test_packaged_weights_folder_lists_cleanly():
         if e.source == "bundled":
             assert e.method not in ("", "unknown") and e.data not in ("", "unknown"), e.name
             assert e.licence not in ("", "unknown") and e.params > 0, e.name
+
+
+def test_auto_picks_the_task_model_only_when_it_is_a_2d_network(dirs, monkeypatch):
+    from napari_emseg.models.registry import default_encoder
+
+    monkeypatch.setattr("napari_emseg.models.registry.bundled_dir", lambda: dirs["bundled"])
+    assert default_encoder(2, "mitochondria") == "scratch-unet2d"  # no task model bundled
+    assert default_encoder(2) == "scratch-unet2d" and default_encoder(3) == "scratch-resunet"
+    mito = build_model(ModelConfig(arch="unet2d", widths=(4, 8, 8, 8, 8)), head_info("bcd", task="mitochondria"))
+    save_checkpoint(dirs["bundled"] / "emseg-mito-vnc.safetensors", mito, card={"family": "unet2d"})
+    assert default_encoder(2, "mitochondria") == "emseg-mito-vnc"
+    assert default_encoder(2, "neurons") == "scratch-unet2d"
+    assert default_encoder(3, "mitochondria") == "scratch-resunet"  # a 2D model is no 3D starting point
+    resunet = build_model(TINY["resunet"], head_info("boundaries"))
+    save_checkpoint(dirs["bundled"] / "emseg-boundaries-em.safetensors", resunet, card={"family": "resunet"})
+    assert default_encoder(2, "neurons") == "scratch-unet2d"  # a 3D task model is skipped for 2D data

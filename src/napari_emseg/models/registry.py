@@ -225,21 +225,43 @@ def resolve_encoder(name_or_path: str | os.PathLike) -> Path | ModelConfig:
 #: the encoder name that means "the best one for the data" (:func:`default_encoder`)
 AUTO = "auto"
 
-#: preferred encoders per network dimensionality, best first (the first one present is used)
-PREFERRED: dict[int, tuple[str, ...]] = {
-    2: ("scratch-unet2d",),
-    3: ("mscon-resunet-small-drosophila-vnc", "scratch-resunet"),
+#: preferred starting points per network dimensionality and task, best first: the first one the
+#: catalogue holds *as a network of that dimensionality* is used. A 2D network for mitochondria or
+#: neurons starts from the bundled one-click model of that task (a plain 2D U-Net trained on fully
+#: painted real ssTEM; fine-tuning continues it), which beats a network trained from scratch on a
+#: few painted slices of unseen EM (docs/benchmarks.md, "Few painted slices").
+PREFERRED: dict[tuple[int, str | None], tuple[str, ...]] = {
+    (2, "mitochondria"): ("emseg-mito-vnc", "scratch-unet2d"),
+    (2, "neurons"): ("emseg-boundaries-em", "scratch-unet2d"),
+    (2, None): ("scratch-unet2d",),
+    (3, None): ("mscon-resunet-small-drosophila-vnc", "scratch-resunet"),
 }
 
+#: architectures whose whole network is what transfers (a bare ViT; the plain 2D U-Net, which
+#: has no separate encoder and is continued whole)
+WHOLE_NETWORK = frozenset({"vit3d", "unet2d"})
 
-def default_encoder(dims: int) -> str:
-    """The encoder ``"auto"`` stands for with a ``dims``-D network: the first of
-    :data:`PREFERRED` that the catalogue holds."""
-    names = {e.name for e in list_encoders()}
-    for name in PREFERRED[int(dims)]:
-        if name in names:
+#: architectures that are 2D networks (run slice by slice on volumes)
+ARCHS_2D = frozenset({"unet2d", "resunet2d", "transunet2d"})
+
+
+def default_encoder(dims: int, task: str | None = None) -> str:
+    """The encoder ``"auto"`` stands for with a ``dims``-D network for ``task``: the first of
+    :data:`PREFERRED` that the catalogue holds (a task-specific entry only if it is a network of
+    that dimensionality; residual U-Net encoders fit either)."""
+    entries = {e.name: e for e in list_encoders()}
+    key = (int(dims), task) if (int(dims), task) in PREFERRED else (int(dims), None)
+    for name in PREFERRED[key]:
+        entry = entries.get(name)
+        if entry is not None and _fits(entry, int(dims), specific=key[1] is not None):
             return name
-    return PREFERRED[int(dims)][-1]
+    return PREFERRED[key][-1]
+
+
+def _fits(entry: EncoderEntry, dims: int, specific: bool) -> bool:
+    if not specific or entry.source == "scratch":
+        return True
+    return (entry.config.arch in ARCHS_2D) == (dims == 2)
 
 
 def model_for_encoder(name_or_path: str | os.PathLike, info: ModelInfo, *, part: str = "encoder",
@@ -293,7 +315,7 @@ def _entry_from_checkpoint(path: Path, source: Source) -> EncoderEntry:
     if side.is_file():
         card.update(json.loads(side.read_text()))
     name = str(card.get("name", path.stem))
-    prefix = "" if ckpt.config.arch == "vit3d" else "encoder."
+    prefix = "" if ckpt.config.arch in WHOLE_NETWORK else "encoder."
     return _entry(name, source, ckpt.config, ckpt.info, card, _header_params(path, prefix), str(path))
 
 
@@ -304,7 +326,7 @@ def _entry_from_download(path: Path) -> EncoderEntry:
         raise ValueError(f"missing field(s) {sorted(missing)}")
     cfg = ModelConfig.from_dict(spec["config"], strict=False)
     info = ModelInfo.from_dict(spec["info"], strict=False) if spec.get("info") else None
-    prefix = "" if cfg.arch == "vit3d" else "encoder"
+    prefix = "" if cfg.arch in WHOLE_NETWORK else "encoder"
     params = int(spec.get("params") or parameter_count_on_meta(cfg, prefix))
     return _entry(spec["name"], "download", cfg, info, spec["card"], params, spec["url"], spec["sha256"].lower())
 
