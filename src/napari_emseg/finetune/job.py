@@ -76,12 +76,13 @@ class FineTuneConfig(Config):
         then ends at a low rate whichever of ``steps`` and ``time_limit_min`` stops the run),
         linear warm-up steps; the pretrained encoder's rate is ``lr * encoder_lr_scale``;
         ``freeze`` keeps ``"encoder"`` or (RETINA) only the transferred ``"transformer"``
-        layers fixed.
+        layers fixed. The defaults are what trained best per step on real EM from three
+        painted sections (docs/benchmarks.md, "What each recipe choice is worth at equal
+        steps"): constant 1e-3, no decay, no warm-up.
     transfer
         What of a pretrained encoder is copied in: ``"auto"`` (a RETINA encoder: its
         transformer only, frozen, as the paper does; any other: the whole encoder),
-        ``"transformer"`` (the transformer only, trained) or ``"encoder"`` (all of it, trained). The defaults are what trained best per step on real EM from three
-        painted sections (docs/finetuning.md, "The recipe"): constant 1e-3, no decay, no warm-up.
+        ``"transformer"`` (the transformer only, trained) or ``"encoder"`` (all of it, trained).
     dims
         ``"auto"`` chooses a 2D network for separate images and serial sections and a 3D one
         for near-isotropic volumes (:func:`~.layout.detect_layout`; recorded in the card under
