@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from napari_emseg.cli.main import main
 from napari_emseg.evaluation import adapted_rand
-from napari_emseg.io import open_volume, write_volume
-from napari_emseg.models import ModelConfig, build_model, head_info, load_model, save_checkpoint
+from napari_emseg.io import open_volume
+from napari_emseg.models import load_model
 from napari_emseg.postprocess import MitoConfig, extract_instances
 from napari_emseg.progress import drain
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from napari_emseg.data.synthetic import make_synthetic_em
-
-    root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
-                      head_info("bcd", tile=(4, 32, 32)))
-    ckpt = save_checkpoint(root / "bcd.safetensors", net)
-    em = make_synthetic_em((12, 96, 96), seed=2)
-    write_volume(root / "raw.zarr", em.raw, voxel_size=em.voxel_size)
-    return root, ckpt
 
 
 def test_blockwise_cli_predicts_like_one_process_and_stitches(setup, client, tmp_path, capsys):

@@ -10,22 +10,6 @@ import zarr
 from napari_emseg.blockwise import devices as dv
 from napari_emseg.cli.main import main
 from napari_emseg.errors import EmsegError
-from napari_emseg.io import write_volume
-from napari_emseg.models import ModelConfig, build_model, head_info, save_checkpoint
-
-
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    from napari_emseg.data.synthetic import make_synthetic_em
-
-    root = tmp_path_factory.mktemp("devices")
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
-                      head_info("bcd", tile=(4, 32, 32)))
-    ckpt = save_checkpoint(root / "bcd.safetensors", net)
-    em = make_synthetic_em((12, 96, 96), seed=2)
-    write_volume(root / "raw.zarr", em.raw, voxel_size=em.voxel_size)
-    return root, ckpt
 
 
 def test_parse_devices():
