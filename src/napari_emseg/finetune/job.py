@@ -175,6 +175,8 @@ def fine_tune(
     out: str | os.PathLike | None = None,
     voxel_size: tuple[float, float, float] | None = None,
     source: str = "",
+    live: Any = None,
+    view: Any = None,
 ) -> Job[FineTuneResult]:
     """Fine-tune ``encoder`` on the painted ``labels`` of ``image``.
 
@@ -199,6 +201,9 @@ def fine_tune(
         it was trained at (the image's, or the encoder's where the crop was resampled).
     source
         A description of the data (path) for the model card.
+    live, view
+        A :class:`~.live_feed.LiveConfig`: train continuously while ``labels`` are painted,
+        previewing the slice ``view`` shows, until cancelled (:func:`.live.live_fine_tune`).
 
     Returns
     -------
@@ -209,6 +214,11 @@ def fine_tune(
     from ..models.checkpoint import save_checkpoint
     from ..pretrain.trainer import TrainConfig, train
 
+    if live is not None:  # train while painting: finetune/live.py, on the same trainer
+        from .live import live_fine_tune
+
+        return (yield from live_fine_tune(encoder, image, labels, config, live, view=view, out=out,
+                                          voxel_size=voxel_size, source=source))
     t0 = time.perf_counter()
     cfg = config
     if cfg.steps is not None and cfg.steps < 1:
