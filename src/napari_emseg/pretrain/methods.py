@@ -193,6 +193,7 @@ def export_encoder(objective: Any, job: Any, sources: Sequence[VolumeSource], re
         "command": command or " ".join(sys.argv),
         "training": {"data": [s.path for s in sources], "patch": list(job.data.patch),
                      "batch_size": job.data.batch_size, "optimizer": job.train.optimizer, "lr": job.train.lr},
+        **(objective.card() if callable(getattr(objective, "card", None)) else {}),
         **dict(card or {}),
     }
     path = save_checkpoint(out_dir / f"{name}.safetensors", model, job=job, card=full)
