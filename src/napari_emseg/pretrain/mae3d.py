@@ -20,6 +20,9 @@ Masking strategies (the paper's Fig. 2 / Table 1) on a token grid ``(gz, gy, gx)
     ratio 0.88 here).
 ``section``
     ``floor(gz * (1 - ratio))`` whole sections stay visible (at least one: 1 of 6 = 83 %).
+``dbmim``
+    as many visible tokens as ``random``, chosen by a learned policy that is rewarded for masks
+    that are hard to reconstruct (dbMiM, Chen et al. 2023; :mod:`.dbmim`).
 
 Paper defaults (Table 6): AdamW, betas (0.9, 0.95), weight decay 0.005, lr 1e-4, cosine decay
 after 50k of 400k warmup steps, input 6x96x96, ViT-B.
@@ -48,7 +51,7 @@ from .trainer import TrainConfig
 __all__ = ["MAE3DConfig", "MAE3DJob", "MAE3D", "make_mask", "n_visible", "patchify", "unpatchify",
            "sincos_3d", "GeometryTransform", "build_objective", "make_transform"]
 
-Strategy = Literal["random", "space", "section"]
+Strategy = Literal["random", "space", "section", "dbmim"]
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,9 @@ class MAE3DConfig(Config):
         The light decoder (paper: depth 4, width 512).
     norm_pix_loss
         Normalise every target patch by its own mean and standard deviation.
+    policy_hidden, policy_entropy, policy_value, policy_weight
+        ``dbmim``: the policy's width, its entropy bonus and critic weight, and the weight of its
+        loss in the total (it shares no parameters with the MAE).
     """
 
     encoder: ModelConfig = ModelConfig(arch="vit3d", vit_size="base", patch_size=(1, 16, 16))
@@ -75,6 +81,10 @@ class MAE3DConfig(Config):
     decoder_heads: int = 16
     decoder_mlp_ratio: float = 4.0
     norm_pix_loss: bool = True
+    policy_hidden: int = 128
+    policy_entropy: float = 0.01
+    policy_value: float = 0.5
+    policy_weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,9 +106,9 @@ def n_visible(grid: tuple[int, int, int], ratio: float, strategy: Strategy = "ra
     gz, gy, gx = grid
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}")
-    units = {"random": gz * gy * gx, "space": gy * gx, "section": gz}[strategy]
+    units = {"random": gz * gy * gx, "dbmim": gz * gy * gx, "space": gy * gx, "section": gz}[strategy]
     keep = max(1, math.floor(units * (1.0 - ratio) + 1e-6))
-    per_unit = {"random": 1, "space": gz, "section": gy * gx}[strategy]
+    per_unit = {"random": 1, "dbmim": 1, "space": gz, "section": gy * gx}[strategy]
     return keep * per_unit
 
 
@@ -110,7 +120,7 @@ def make_mask(grid: tuple[int, int, int], ratio: float, strategy: Strategy, batc
     """
     gz, gy, gx = grid
     keep_tokens = n_visible(grid, ratio, strategy)
-    if strategy == "random":
+    if strategy in ("random", "dbmim"):  # dbmim without its policy: random
         units, per = gz * gy * gx, 1
     elif strategy == "space":
         units, per = gy * gx, gz
@@ -123,7 +133,7 @@ def make_mask(grid: tuple[int, int, int], ratio: float, strategy: Strategy, batc
     order = noise.argsort(dim=1)
     unit_masked = torch.ones(batch, units, dtype=torch.bool)
     unit_masked.scatter_(1, order[:, :keep], False)
-    if strategy == "random":
+    if strategy in ("random", "dbmim"):
         mask = unit_masked
     elif strategy == "space":
         mask = unit_masked[:, None, :].expand(batch, gz, gy * gx).reshape(batch, -1)
@@ -191,6 +201,10 @@ class MAE3D(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
         self._dec_pos: dict[tuple, torch.Tensor] = {}
+        if cfg.mask_strategy == "dbmim":
+            from .dbmim import MaskPolicy
+
+            self.policy = MaskPolicy(d, cfg.policy_hidden, cfg.policy_entropy, cfg.policy_value)
 
     def decoder_pos(self, grid: tuple[int, int, int], ref: torch.Tensor) -> torch.Tensor:
         key = (grid, ref.device, ref.dtype)
@@ -202,13 +216,20 @@ class MAE3D(nn.Module):
         self._dec_pos = {}
         return super()._apply(fn, recurse)
 
-    def run(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-        """Predicted token voxels ``(B, N, P)``, the mask ``(B, N)`` and the token grid."""
+    def run(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+            decision: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+        """Predicted token voxels ``(B, N, P)``, the mask ``(B, N)`` and the token grid.
+
+        Without ``mask``, ``dbmim`` asks its policy (what it decided goes into ``decision``)."""
         enc = self.encoder
         grid = enc.grid_shape(x.shape[2:])
         tokens = enc.patch_embed(x) + enc.pos_embed(grid)
         b, n, d = tokens.shape
-        if mask is None:
+        if mask is None and hasattr(self, "policy"):
+            mask, chosen = self.policy(tokens, n_visible(grid, self.cfg.mask_ratio, "dbmim"))
+            if decision is not None:
+                decision.update(chosen)
+        elif mask is None:
             mask = make_mask(grid, self.cfg.mask_ratio, self.cfg.mask_strategy, b, device=x.device)
         keep = int((~mask[0]).sum())
         ids = mask.to(torch.uint8).argsort(dim=1, stable=True)[:, :keep]  # visible, in raster order
@@ -234,12 +255,20 @@ class MAE3D(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         x = batch["image"]
-        pred, mask, _ = self.run(x)
+        decision: dict = {}
+        pred, mask, _ = self.run(x, decision=decision)
         target, _, _ = self.target(x)
         per_token = ((pred.float() - target.float()) ** 2).mean(-1)
         m = mask.float()
         loss = (per_token * m).sum() / m.sum()
-        return loss, {"mask_ratio": float(m.mean())}
+        metrics = {"mask_ratio": float(m.mean())}
+        if decision:  # dbMiM: the policy is rewarded with each sample's reconstruction loss
+            reward = (per_token * m).sum(1) / m.sum(1)
+            policy_loss = self.policy.loss(decision, reward)
+            metrics.update(rec_loss=float(loss.detach()), policy_loss=float(policy_loss.detach()),
+                           policy_entropy=float(decision["entropy"].mean()))
+            loss = loss + self.cfg.policy_weight * policy_loss
+        return loss, metrics
 
     def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
         """Middle section of the first sample: input, masked input and reconstruction."""
