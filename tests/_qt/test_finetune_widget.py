@@ -103,3 +103,67 @@ def test_wrong_layer_choices_are_explained(make_napari_viewer, monkeypatch):
     assert w.start() is None and "does not match" in messages[-1]
     layer = w.create_labels_layer()
     assert layer.data.shape == (4, 16, 16)
+
+
+def test_live_mode_follows_paint_and_view_never_blocks_and_stop_saves(viewer_with_sample, qtbot, tmp_path,
+                                                                       monkeypatch, tiny_em):
+    import time
+
+    from qtpy.QtCore import QTimer
+
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.session import session_for
+    from napari_emseg.finetune.live import LiveConfig
+    from napari_emseg.models.checkpoint import load_checkpoint
+
+    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
+    viewer = viewer_with_sample  # slices 3 and 8 painted
+    vz = tiny_em.voxel_size[0]
+    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
+    w = FineTuneWidget(viewer)
+    w.image_combo.value = viewer.layers["raw"]
+    painted = w.labels_combo.value = viewer.layers["painted"]
+    w.live_config = LiveConfig(reread_every=1, refresh_s=0, calibrate_every_s=0, calibrate_on_stop=False,
+                               validate_every=2)
+    viewer.dims.set_point(0, 3 * vz)
+    ticks: list[float] = []
+    timer = QTimer()
+    def tick():
+        if w.runner is not None and w.runner.running and w.runner.result is None:  # not while showing the result
+            ticks.append(time.perf_counter())
+
+    timer.timeout.connect(tick)
+    timer.start(20)
+    viewer.layers.selection.active = painted
+
+    w.live_button.setChecked(True)
+    runner = w.runner
+    assert runner is not None and not w.start_button.isEnabled()
+
+    def preview_at(z):
+        layer = viewer.layers["live prediction"]
+        return layer.data.shape[-1] > 1 and np.isclose(layer.translate[0], z * vz)
+
+    assert "live prediction" in viewer.layers and "live labels" in viewer.layers  # made on the click
+    qtbot.waitUntil(lambda: preview_at(3), timeout=120_000)
+    assert viewer.layers.selection.active is painted  # the preview layers did not take the brush
+    painted.data[5] = tiny_em.mitochondria[5]  # a new painted slice ...
+    viewer.dims.set_point(0, 5 * vz)  # ... and the view moves there: so does the preview
+    qtbot.waitUntil(lambda: preview_at(5), timeout=120_000)
+    n = len(w.curve.series["loss"])
+    qtbot.waitUntil(lambda: len(w.curve.series["loss"]) >= n + 2, timeout=120_000)
+    painted.data[3] = 0  # erased
+    n = len(w.curve.series["loss"])
+    qtbot.waitUntil(lambda: len(w.curve.series["loss"]) >= n + 2, timeout=120_000)
+    w.live_button.setChecked(False)  # Stop
+    qtbot.waitUntil(lambda: not runner.running, timeout=120_000)
+    timer.stop()
+    assert runner.error is None, runner.error
+    assert not w.live_button.isChecked() and w.start_button.isEnabled()
+    assert w.result.checkpoint.exists() and session_for(viewer).model_path == w.result.checkpoint
+    history = load_checkpoint(w.result.checkpoint, tensors=False).card["live"]["history"]
+    changes = [(h["added"], h["erased"]) for h in history if h["event"] == "labels"]
+    assert changes == [([3, 8], []), ([5], []), ([], [3])]
+    assert len(ticks) >= 3
+    gaps = np.diff(ticks)
+    assert gaps.max() < 1.5, f"UI blocked for {gaps.max():.2f} s"

@@ -1,4 +1,8 @@
-"""Fine-tune dock widget: paint slices, press Start, watch the loss and a live preview."""
+"""Fine-tune dock widget: paint slices, press Start, watch the loss and a live preview.
+
+**Live** trains while you paint (:func:`napari_emseg.finetune.live.live_fine_tune`): the slice
+in view is re-predicted every few seconds; pressing it again stops and keeps the best model.
+"""
 
 from __future__ import annotations
 
@@ -77,6 +81,12 @@ class FineTuneWidget(QWidget):
         self.start_button = QPushButton("Start")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
+        self.live_button = QPushButton("Live")
+        self.live_button.setCheckable(True)
+        self.live_button.setToolTip("Train while you paint; the slice in view is re-predicted every few seconds. "
+                                    "Press again to stop and keep the best model.")
+        self.live_config: Any = None  # a LiveConfig; None: the automatic settings
+        self.live: Any = None  # the LivePreview of a running live loop
         self.curve = LossCurve()
         self.status = QLabel("")
         self.status.setWordWrap(True)
@@ -100,6 +110,7 @@ class FineTuneWidget(QWidget):
         form.addRow("device", self.device)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button)
+        buttons.addWidget(self.live_button)
         buttons.addWidget(self.cancel_button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -117,6 +128,7 @@ class FineTuneWidget(QWidget):
         self.new_labels.clicked.connect(self.create_labels_layer)
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.live_button.toggled.connect(self._live_toggled)
         self.task.currentTextChanged.connect(self._show_hint)
         self.session.encoder_changed.connect(self._show_encoder)
         self._show_hint(self.task.currentText())
@@ -171,11 +183,7 @@ class FineTuneWidget(QWidget):
         return int(np.clip(round(z), 0, image.data.shape[-3] - 1)) if image.ndim >= 3 else 0
 
     # -- running ---------------------------------------------------------------------------------
-    def start(self) -> JobRunner | None:
-        """Check the layer choices, then fine-tune in a worker thread."""
-        from ..finetune.job import fine_tune
-        from ..models.registry import cache_dir
-
+    def _checked_layers(self) -> tuple[Image, Labels] | None:
         image, labels = self.image_combo.value, self.labels_combo.value
         if image is None or labels is None:
             show_warning("napari-emseg: choose an image layer and a Labels layer (New labels layer makes one)")
@@ -187,6 +195,17 @@ class FineTuneWidget(QWidget):
             show_warning(f"napari-emseg: '{labels.name}' {tuple(labels.data.shape)} does not match "
                          f"'{image.name}' {tuple(image.data.shape)}: paint in a Labels layer of the image's shape")
             return None
+        return image, labels
+
+    def start(self) -> JobRunner | None:
+        """Check the layer choices, then fine-tune in a worker thread."""
+        from ..finetune.job import fine_tune
+        from ..models.registry import cache_dir
+
+        layers = self._checked_layers()
+        if layers is None:
+            return None
+        image, labels = layers
         cfg = self.config()
         out = cache_dir() / "finetuned" / f"{image.name}-{cfg.task}-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         img_data, lab_data = image.data, np.asarray(labels.data)
@@ -206,6 +225,58 @@ class FineTuneWidget(QWidget):
                                 on_finish=lambda: self._set_running(False), description="fine-tune")
         return self.runner.start()
 
+    def start_live(self) -> JobRunner | None:
+        """Train while the user paints (Live): re-read the labels, preview the slice in view."""
+        from ..finetune.live import LiveConfig, live_fine_tune
+        from ..models.registry import cache_dir
+        from .live_preview import LivePreview
+
+        layers = self._checked_layers()
+        if layers is None or (self.runner is not None and self.runner.running):
+            self._uncheck_live()
+            return None
+        image, labels = layers
+        cfg = self.config().replace(preview_every=0)
+        live = self.live_config or LiveConfig()
+        out = cache_dir() / "finetuned" / f"{image.name}-{cfg.task}-live-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
+        img_data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
+        scale = tuple(float(s) for s in image.scale[-3:]) if image.ndim >= 3 else None
+        encoder = self.session.encoder
+        self.live = preview = LivePreview(self.viewer, image)
+        self.curve.clear()
+        self._set_running(True)
+        self.status.setText(f"live: training {cfg.task} from {Path(encoder).name} while you paint ...")
+
+        def make_job():
+            return live_fine_tune(encoder, img_data, lambda: labels.data, cfg, live, view=preview.view, out=out,
+                                  voxel_size=scale, source=f"napari layer '{image.name}' (live)")
+
+        def finish():
+            preview.close()
+            self._set_running(False)
+            self._uncheck_live()
+
+        self.runner = JobRunner(make_job, on_progress=self._progress, on_done=self._done, on_finish=finish,
+                                description="live fine-tune")
+        return self.runner.start()
+
+    def stop_live(self) -> None:
+        """Stop the live loop: it keeps the best model, calibrates and saves it."""
+        if self.runner is not None and self.runner.running:
+            self.runner.cancel()
+            self.status.setText("stopping live: keeping the best model, calibrating ...")
+
+    def _live_toggled(self, on: bool) -> None:
+        if on:
+            self.start_live()
+        else:
+            self.stop_live()
+
+    def _uncheck_live(self) -> None:
+        self.live_button.blockSignals(True)
+        self.live_button.setChecked(False)
+        self.live_button.blockSignals(False)
+
     def cancel(self) -> None:
         if self.runner is not None:
             self.runner.cancel()
@@ -214,14 +285,17 @@ class FineTuneWidget(QWidget):
     def _set_running(self, running: bool) -> None:
         self.start_button.setEnabled(not running)
         self.cancel_button.setEnabled(running)
+        self.live_button.setEnabled(not running or self.live_button.isChecked())
 
     def _progress(self, event: Any) -> None:
         for key in ("loss", "val_loss"):
             if key in event.metrics:
                 self.curve.add(key, event.step, event.metrics[key])
-        if event.stage == "fine-tune":
+        if event.stage in ("fine-tune", "live", "waiting", "calibrate"):
             self.status.setText(event.describe())
-        if event.preview is not None:
+        if event.preview is not None and "z0" in event.preview and self.live is not None:
+            self.live.show(event.preview)
+        elif event.preview is not None:
             self._show_preview(event.preview)
 
     def _show_preview(self, preview: dict) -> None:
@@ -243,6 +317,8 @@ class FineTuneWidget(QWidget):
         self.result = result
         self.session.set_model(result.checkpoint)
         note = " (cancelled: best model so far)" if result.stopped == "cancelled" else ""
+        if getattr(result, "live_history", None) is not None:
+            note = " (live: best model since the labels last changed)"
         self.status.setText(f"saved {result.checkpoint}{note}: {result.steps} steps, "
                             f"loss {result.metrics.get('loss', float('nan')):.4f}. It is now the active model.")
         show_info(f"napari-emseg: fine-tuned model saved to {result.checkpoint}")
