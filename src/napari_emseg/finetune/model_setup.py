@@ -68,7 +68,10 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
 
     ``encoder`` is a built model (used as it is), a fine-tuned checkpoint of the same target
     (training continues), or an encoder name/path (a fresh head on the transplanted encoder).
-    ``dims`` (2 or 3) is the network the data asks for (a residual U-Net encoder follows it).
+    ``dims`` (2 or 3) is the network the data asks for (a residual U-Net encoder follows it; a 2D
+    encoder with a 3D counterpart is inflated into it for ``dims=3``, kernels by
+    ``cfg.inflate`` if the config has that field, else ``"centre"``: see
+    :mod:`napari_emseg.models.inflate`).
     Returns the model and a summary of the transplant (``None`` when nothing was pretrained).
     """
     from ..models.checkpoint import load_checkpoint, load_model
@@ -92,14 +95,18 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
     plan = plan_transfer(ckpt, cfg) if isinstance(src, (str, os.PathLike)) else Transfer()
     tile = ann_tile(cfg) or (TILE_2D if dims == 2 else None)
     info = head_info(kind, task=cfg.task, n_classes=n_classes, voxel_size=voxel_size, **({"tile": tile} if tile else {}))
-    model, report = model_for_encoder(encoder, info, dims=dims, part=plan.part)
+    model, report = model_for_encoder(encoder, info, dims=dims, part=plan.part,
+                                      inflate=getattr(cfg, "inflate", "centre"))
     model.train()
     if report is None:
         logger.info("training from scratch (%s)", encoder)
         return model, None
+    inflation = getattr(model, "inflation", None)
+    if inflation is not None:  # a 2D encoder in a 3D network: the part it filled
+        plan = Transfer(inflation["part"], frozen=plan.frozen)
     model.transfer = plan
     summary = {"loaded": len(report.loaded), "missing": len(report.missing), "unexpected": len(report.unexpected),
-               "part": plan.part, "frozen": plan.frozen}
+               "part": plan.part, "frozen": plan.frozen, **({"inflated": inflation} if inflation else {})}
     logger.info("encoder %s: %s", encoder, summary)
     return model, summary
 

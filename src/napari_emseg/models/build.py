@@ -63,6 +63,9 @@ class ModelConfig(Config):
     subunits, norm, dropout, mlp_ratio, qkv_bias
         Convolutions per residual unit; ``"instance"``/``"batch"`` norm; dropout; transformer
         MLP ratio and attention bias.
+    pos_embed
+        Position embedding of the 3D ViT (``vit3d``, ``unetr``): ``"sincos"`` over z, y and x, or
+        ``"inplane"`` for an encoder inflated from a 2D one (:mod:`.inflate`).
     """
 
     arch: Arch = "unetr"
@@ -79,6 +82,7 @@ class ModelConfig(Config):
     dropout: float = 0.0
     mlp_ratio: float = 4.0
     qkv_bias: bool = True
+    pos_embed: Literal["sincos", "inplane"] = "sincos"
 
 
 def _construct(cfg: ModelConfig) -> nn.Module:
@@ -86,10 +90,10 @@ def _construct(cfg: ModelConfig) -> nn.Module:
     vit = dict(embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias,
                dropout=cfg.dropout)
     if cfg.arch == "vit3d":
-        return ViT3D(cfg.in_channels, cfg.patch_size, **vit)
+        return ViT3D(cfg.in_channels, cfg.patch_size, pos_embed=cfg.pos_embed, **vit)
     if cfg.arch == "unetr":
         return UNETR(cfg.in_channels, cfg.out_channels, cfg.patch_size, feature_size=cfg.feature_size,
-                     norm=cfg.norm, **vit)
+                     norm=cfg.norm, pos_embed=cfg.pos_embed, **vit)
     if cfg.arch == "resunet":
         return ResUNet3D(cfg.in_channels, cfg.out_channels, cfg.widths, cfg.anisotropic_levels, cfg.use_skips,
                          cfg.subunits, cfg.norm, cfg.dropout)

@@ -37,6 +37,7 @@ from torch import nn
 from .build import ModelConfig, build_model, parameter_count_on_meta, segmentation_config
 from .checkpoint import TransplantReport, load_checkpoint, transplant_encoder
 from .errors import CheckpointError, DownloadError, ModelError, UnknownEncoderError
+from .inflate import INFLATABLE
 from .info import ModelInfo
 
 __all__ = [
@@ -265,19 +266,47 @@ def _fits(entry: EncoderEntry, dims: int, specific: bool) -> bool:
 
 
 def model_for_encoder(name_or_path: str | os.PathLike, info: ModelInfo, *, part: str = "encoder",
-                      dims: int | None = None, **overrides: Any) -> tuple[nn.Module, TransplantReport | None]:
+                      dims: int | None = None, inflate: str = "centre",
+                      **overrides: Any) -> tuple[nn.Module, TransplantReport | None]:
     """A segmentation model for ``info`` on the encoder ``name_or_path``, pretrained weights
     transplanted into ``part`` (``None`` report for scratch). ``overrides`` change
     :class:`ModelConfig` fields (e.g. ``feature_size=32``). ``dims`` (2 or 3) switches a
     residual U-Net encoder to the 2D or 3D network (kernels deflated or inflated, see
-    :func:`~.checkpoint.adapt_kernel`); other families keep their own dimensionality."""
+    :func:`~.checkpoint.adapt_kernel`). With ``dims=3`` a 2D encoder that has a 3D counterpart
+    (:data:`~.inflate.INFLATABLE`: a residual 2D U-Net, a RETINA TransUNet) is inflated into it
+    (:mod:`.inflate`, kernels by ``inflate``: ``"average"`` or ``"centre"``); the model then
+    carries ``model.inflation`` (what its card records). Other families keep their own
+    dimensionality."""
     src = resolve_encoder(name_or_path)
     if isinstance(src, ModelConfig):
         return build_model(with_dims(src, dims).replace(**overrides), info), None
     ckpt = load_checkpoint(src)
+    if dims == 3 and ckpt.config.arch in INFLATABLE:
+        return _inflated(ckpt, info, inflate, overrides)
     cfg = with_dims(segmentation_config(ckpt.config, info.out_channels), dims)
     model = build_model(cfg.replace(**overrides), info)
     return model, transplant_encoder(model, ckpt, part=part)
+
+
+def _inflated(ckpt: Any, info: ModelInfo, mode: str, overrides: Mapping[str, Any]) -> tuple[nn.Module, TransplantReport]:
+    """The 3D network for a 2D encoder checkpoint, its weights inflated (:mod:`.inflate`)."""
+    from .errors import TransplantError
+    from .inflate import describe, inflate_tensors, inflated_config, source_tensors
+
+    model = build_model(inflated_config(ckpt.config, info.out_channels).replace(**overrides), info)
+    offered, part = source_tensors(ckpt.config.arch, ckpt.tensors)
+    target = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    loaded = inflate_tensors(offered, target, mode)  # type: ignore[arg-type]
+    if not loaded:
+        raise TransplantError(f"encoder {ckpt.path}: none of its tensors fits the inflated {model.config.arch}")
+    model.load_state_dict(loaded, strict=False)
+    missing = sorted(set(target) - set(loaded))
+    report = TransplantReport(loaded=tuple(sorted(loaded)), missing=tuple(missing),
+                              unexpected=tuple(sorted(set(offered) - set(loaded))))
+    model.inflation = {**describe(ckpt.config.arch, model.config.arch, mode, len(loaded), missing),  # type: ignore[arg-type]
+                       "part": part}
+    logger.info("encoder %s inflated into a %s: %s", ckpt.path, model.config.arch, report)
+    return model, report
 
 
 def with_dims(cfg: ModelConfig, dims: int | None) -> ModelConfig:

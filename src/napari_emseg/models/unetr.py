@@ -84,6 +84,8 @@ class UNETR(nn.Module):
         Width of the full-resolution decoder stage (doubled at each coarser one, as in UNETR).
     norm
         ``"instance"`` or ``"batch"`` in the convolutional decoder.
+    pos_embed
+        The encoder's position embedding (``"inplane"`` for one inflated from 2D).
     """
 
     spatial_dims = 3
@@ -101,13 +103,14 @@ class UNETR(nn.Module):
         dropout: float = 0.0,
         feature_size: int = 16,
         norm: str = "instance",
+        pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         factors = upsample_factors(patch_size)
         self.encoder = ViT3D(in_channels, patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
-                             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, dropout=dropout)
+                             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, dropout=dropout, pos_embed=pos_embed)
         self.skip_blocks = skip_blocks(depth)
         fs, n = feature_size, norm_name(norm)
         self.encoder1 = UnetrBasicBlock(3, in_channels, fs, kernel_size=3, stride=1, norm_name=n, res_block=True)

@@ -7,7 +7,10 @@ added, and a stack of MONAI :class:`~monai.networks.blocks.TransformerBlock` s f
 
 The position embedding is not a parameter: it is computed for whatever token grid the input
 gives (and cached), so one encoder runs on any input whose size is a multiple of the patch,
-and pretraining, fine-tuning and inference may use different tile sizes.
+and pretraining, fine-tuning and inference may use different tile sizes. A 3D encoder inflated
+from a 2D one (:mod:`.inflate`) uses ``pos_embed="inplane"``: the 2D encoder's in-plane table,
+the same in every section, plus a 1D sin-cos table of z scaled by a learnt gate that starts at
+0, so at first it computes exactly what the 2D encoder computed section by section.
 
 :class:`ViT` is the same encoder for ``spatial_dims=2`` too; the TransUNet-2D transformer is a
 2D :class:`ViT` over a CNN feature map.
@@ -70,6 +73,9 @@ class ViT(nn.Module):
         Bias in the attention projections (as in MAE).
     dropout
         Dropout inside the blocks.
+    pos_embed
+        ``"sincos"`` (a table over every axis) or, 3D only, ``"inplane"`` (the 2D in-plane table
+        in every section plus ``z_pos_gate`` times a z table; see the module docstring).
 
     Attributes
     ----------
@@ -91,9 +97,13 @@ class ViT(nn.Module):
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         dropout: float = 0.0,
+        pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
         self.spatial_dims = len(patch_size)
+        if pos_embed not in ("sincos", "inplane") or (pos_embed == "inplane" and self.spatial_dims != 3):
+            raise ValueError(f"pos_embed {pos_embed!r}: 'sincos', or 'inplane' for a 3D encoder")
+        self.pos_mode = pos_embed
         if self.spatial_dims not in (2, 3):
             raise ValueError(f"patch_size {tuple(patch_size)}: give 2 or 3 sizes")
         step = 6 if self.spatial_dims == 3 else 4
@@ -117,6 +127,8 @@ class ViT(nn.Module):
         for blk in self.blocks:  # MONAI builds this norm even without cross-attention: an unused
             blk.norm_cross_attn = nn.Identity()  # parameter would break DistributedDataParallel
         self.norm = nn.LayerNorm(embed_dim)
+        if pos_embed == "inplane":
+            self.z_pos_gate = nn.Parameter(torch.zeros(1))
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self._init_weights()
 
@@ -142,11 +154,15 @@ class ViT(nn.Module):
         key = (grid, ref.device, ref.dtype)
         pos = self._pos_cache.get(key)
         if pos is None:
-            with warnings.catch_warnings():  # torch.meshgrid indexing notice inside MONAI
-                warnings.simplefilter("ignore", UserWarning)
-                table = build_sincos_position_embedding(list(grid), self.embed_dim, self.spatial_dims)
-            pos = table.detach().to(device=ref.device, dtype=ref.dtype)
+            if self.pos_mode == "inplane":  # the 2D table per section; a z table for the gate
+                plane = _sincos(grid[1:], self.embed_dim).repeat(1, grid[0], 1)
+                z = _sincos_1d(grid[0], self.embed_dim).repeat_interleave(grid[1] * grid[2], dim=1)
+                pos = torch.cat([plane, z]).to(device=ref.device, dtype=ref.dtype)
+            else:
+                pos = _sincos(grid, self.embed_dim).to(device=ref.device, dtype=ref.dtype)
             self._pos_cache[key] = pos
+        if self.pos_mode == "inplane":
+            return pos[:1] + self.z_pos_gate.to(pos.dtype) * pos[1:]
         return pos
 
     # -- forward ---------------------------------------------------------------------------------
@@ -193,6 +209,21 @@ class ViT(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # .to()/.cuda()/.half(): drop cached tables
         self._pos_cache = {}
         return super()._apply(fn, recurse)
+
+
+def _sincos(grid: Sequence[int], dim: int) -> torch.Tensor:
+    """MONAI's fixed sin-cos table ``(1, N, dim)`` over a 2D or 3D grid."""
+    with warnings.catch_warnings():  # torch.meshgrid indexing notice inside MONAI
+        warnings.simplefilter("ignore", UserWarning)
+        return build_sincos_position_embedding(list(grid), dim, len(grid)).detach()
+
+
+def _sincos_1d(n: int, dim: int) -> torch.Tensor:
+    """A 1D sin-cos table ``(1, n, dim)`` (sines then cosines, as MONAI's per-axis parts)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float32) / max(1, dim // 2))
+    out = torch.arange(n, dtype=torch.float32)[:, None] * omega[None]
+    table = torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+    return torch.nn.functional.pad(table, (0, dim - table.shape[1]))[None]
 
 
 class ViT3D(ViT):
