@@ -9,7 +9,9 @@ section (9), each strategy adds one pool section per round:
 * ``suggest``: the first of :func:`napari_emseg.active.suggest_slices` on the uncertainty map of
   the current model (test sections excluded);
 * ``even``: the pool section farthest from every painted one (evenly spaced);
-* ``random``: a random order of the pool (one run per seed).
+* ``random``: a random order of the pool (one run per seed);
+* ``diverse``: the first of :func:`napari_emseg.active.suggest_diverse`: uncertainty times the
+  distance, in the model's deepest features, to the nearest painted section (core-set).
 
 Every round fine-tunes the strategy's model further for ``--steps`` steps on all its painted
 sections (same seed per round for all strategies: the model a user would continue from), then
@@ -23,6 +25,7 @@ sections (:mod:`napari_emseg.tuning`) against fixed settings. One torch thread (
 
     python bench/active.py                       # about 25 min on the shared 2-core CPU
     python bench/active.py --rounds 2 --steps 10 # smoke run
+    python bench/active.py --arch unet2d --rounds 2 --steps 40 --strategies diverse,random --json d.json
 """
 
 from __future__ import annotations
@@ -37,7 +40,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_emseg.active import UncertaintyConfig, suggest_slices, uncertainty_job
+from napari_emseg.active import (
+    UncertaintyConfig,
+    slice_features,
+    suggest_diverse,
+    suggest_slices,
+    uncertainty_job,
+)
 from napari_emseg.data.augment import AugmentConfig
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.inference import InferenceConfig, predict_tiled
@@ -89,11 +98,15 @@ def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=No
     for r in range(rounds):
         t0 = time.perf_counter()
         umap_s = 0.0
-        if name == "suggest":
+        if name in ("suggest", "diverse"):
             t = time.perf_counter()
             umap = drain(uncertainty_job(model, raw, UncertaintyConfig(inference=INFER)), show=False)
+            if name == "suggest":
+                pick = suggest_slices(umap, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
+            else:
+                feats = slice_features(model, raw, device="cpu")
+                pick = suggest_diverse(umap, feats, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
             umap_s = time.perf_counter() - t
-            pick = suggest_slices(umap, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
         elif name == "even":
             pick = next_even(painted, pool)
         else:
@@ -146,9 +159,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="sections added after the first (default 5)")
     ap.add_argument("--steps", type=int, default=100, help="fine-tuning steps per round (default 100)")
-    ap.add_argument("--random-seeds", type=int, default=2)
+    ap.add_argument("--random-seeds", default="2", help="N (seeds 0..N-1) or a list 'A,B'")
+    ap.add_argument("--strategies", default="suggest,even,random",
+                    help="comma-separated: suggest, diverse, even, random (default suggest,even,random)")
+    ap.add_argument("--arch", choices=("resunet", "unet2d"), default="resunet",
+                    help="resunet: the small 2D-tiled ResUNet (default); unet2d: the 2D recipe's plain U-Net "
+                         "(faster on the CPU)")
     ap.add_argument("--start", type=int, default=START, help=f"the first painted section (default {START})")
     ap.add_argument("--json", default=None, help="write all curves here")
+    ap.add_argument("--no-tuning", action="store_true", help="skip the tuned-vs-fixed post-processing report")
+    ap.add_argument("--first-model", default=None, metavar="FILE.pt",
+                    help="save the model of the first round here, or load it when the file exists (split a "
+                         "comparison over several runs; same --arch, --steps and --start)")
     ap.add_argument("--tuning-only", default=None, metavar="Z,Z,...",
                     help="skip the strategies: fine-tune one model on these sections for (rounds + 1) x steps "
                          "steps and compare tuned with fixed post-processing on the test sections")
@@ -168,8 +190,9 @@ def main() -> None:
     print(f"VNC crop {raw.shape}, test sections {list(TEST)} ({sum(len(np.unique(gt[z])) - 1 for z in TEST)} "
           f"objects), pool {pool}, start {start}; {args.steps} steps per round, 1 torch thread")
     torch.manual_seed(0)
-    init = build_model(ModelConfig(arch="resunet", widths=(16, 32, 64), anisotropic_levels=2, subunits=1),
-                       head_info("bcd", tile=(1, 128, 128), voxel_size=(50.0, 4.6, 4.6)))
+    arch = ModelConfig(arch="unet2d") if args.arch == "unet2d" else \
+        ModelConfig(arch="resunet", widths=(16, 32, 64), anisotropic_levels=2, subunits=1)
+    init = build_model(arch, head_info("bcd", tile=(1, 128, 128), voxel_size=(50.0, 4.6, 4.6)))
     cfg = FineTuneConfig(task="mitochondria", steps=args.steps, patch=(1, 128, 128), batch_size=4, lr=3e-3,
                          encoder_lr_scale=1.0, holdout=False, device="cpu", validate_every=10**9, augment=LIGHT)
     if args.tuning_only:
@@ -186,11 +209,22 @@ def main() -> None:
     labels = np.zeros_like(gt)
     labels[start] = gt[start]
     t = time.perf_counter()
-    first = drain(fine_tune(copy.deepcopy(init), raw, labels, cfg.replace(seed=0)), show=False).model
+    cache = Path(args.first_model) if args.first_model else None
+    if cache is not None and cache.exists():  # the same first model as an earlier run (same arguments)
+        first = copy.deepcopy(init)
+        first.load_state_dict(torch.load(cache, weights_only=True))
+    else:
+        first = drain(fine_tune(copy.deepcopy(init), raw, labels, cfg.replace(seed=0)), show=False).model
+        if cache is not None:
+            torch.save(first.state_dict(), cache)
     base = {"painted": 1, "added": start, **evaluate(first, raw, gt), "seconds": round(time.perf_counter() - t, 1)}
     print(f"{'start':>10}: [{start}]  pixel AP {base['pixel_ap']:.3f}  iou {base['iou']:.3f}  ap50 {base['ap50']:.3f}  "
           f"({base['seconds']:.0f} s)")
-    runs = {"suggest": None, "even": None, **{f"random{s}": s for s in range(args.random_seeds)}}
+    wanted = args.strategies.split(",")
+    seeds = ([int(v) for v in args.random_seeds.split(",")] if "," in args.random_seeds
+             else list(range(int(args.random_seeds))))
+    runs = {**{n: None for n in ("suggest", "diverse", "even") if n in wanted},
+            **({f"random{s}": s for s in seeds} if "random" in wanted else {})}
     curves, finals = {}, {}
     for name, seed in runs.items():
         rng = np.random.default_rng(seed) if seed is not None else None
@@ -208,7 +242,7 @@ def main() -> None:
         row = {n: sections_to_reach(c, "pixel_ap", target) for n, c in curves.items()}
         print(f"  pixel AP >= {target:.3f} ({frac:.0%} of the best): "
               + ", ".join(f"{n} {v or '-'}" for n, v in row.items()))
-    tuning = report_tuning(finals, raw, gt)
+    tuning = report_tuning(finals, raw, gt) if not args.no_tuning else {}
     total = time.perf_counter() - t_all
     print(f"\ntotal {total / 60:.1f} min")
     if args.json:

@@ -176,3 +176,49 @@ def test_cli_suggest_and_finetune_suggest(cli_inputs, capsys):
                "--steps", "2", "--patch", "4,32,32", "--suggest", "2"])
     out = capsys.readouterr().out
     assert rc == 0 and "ft.safetensors" in out and "2. z=" in out and "3. z=" not in out
+
+
+def test_diverse_suggestions_skip_slices_like_the_painted_ones():
+    from napari_emseg.active import UncertaintyMap, suggest_diverse
+
+    # slices 0-5 look alike (feature a), 6-9 another way (b); 4 and 5 are the most uncertain
+    feats = np.array([[1.0, 0.0]] * 6 + [[0.0, 1.0]] * 4)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.9, 0.8, 0.5, 0.6, 0.55, 0.2])
+    umap = UncertaintyMap(0, (10, 16, 16), (1, 8, 8), np.ones((10, 2, 2), np.float32), scores, "entropy")
+    assert [s.index for s in suggest_slices(umap, painted=[0], n=2, min_gap=1)] == [4, 5]  # both like slice 0
+    found = suggest_diverse(umap, feats, painted=[0], n=2)
+    assert [s.index for s in found] == [7, 4]  # the most uncertain unlike 0, then (nothing else new) the top
+    assert [s.index for s in suggest_diverse(umap, feats, painted=[0], n=1, exclude=[7])] == [8]
+
+
+def test_slice_features_tell_textures_apart_and_suggest_job_takes_the_method(tiny_em):
+    from napari_emseg.active import slice_features
+    from napari_emseg.models import ModelConfig, build_model
+    from napari_emseg.models.heads import head_info
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    img = checkerboard((12, 64, 64))
+    img[6:] = np.random.default_rng(0).integers(0, 255, img[6:].shape)  # noise in the second half
+    f = slice_features(model, img, device="cpu")
+    assert f.shape[0] == 12 and f.ndim == 2
+    same = np.linalg.norm(f[1] - f[2]) + np.linalg.norm(f[8] - f[9])
+    assert np.linalg.norm(f[1] - f[9]) > same
+    labels = np.zeros(img.shape, np.uint32)
+    labels[2] = 1
+    labels[2, :4, :4] = 0
+    cfg = UncertaintyConfig(measure="entropy", flips="none", cell=8, inference=SMALL)
+    found = drain(suggest_job(model, img, labels, n=2, config=cfg, method="diverse"), show=False)
+    assert len(found.suggestions) == 2 and 2 not in [s.index for s in found.suggestions]
+
+
+def test_cli_suggest_diverse(cli_inputs, capsys):
+    from napari_emseg.cli.main import main
+
+    tmp, ckpt = cli_inputs
+    rc = main(["-q", "suggest", "--image", f"{tmp}/in.zarr:raw", "--model", str(ckpt), "--labels",
+               f"{tmp}/in.zarr:painted", "--n", "2", "--flips", "none", "--measure", "entropy", "--device", "cpu",
+               "--method", "diverse"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "1. z=" in out and "2. z=" in out and "3. z=" not in out

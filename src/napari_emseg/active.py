@@ -5,6 +5,11 @@
 and from the painted ones, and names the most uncertain region of each. :func:`suggest_job`
 computes the uncertainty map and does both from the painted labels.
 
+``method="diverse"`` adds diversity (:func:`suggest_diverse`): each slice is also described by
+the model's own deepest features (:func:`slice_features`), and a slice scores its uncertainty
+times its feature distance to the nearest painted or already suggested slice (a core-set
+choice), so a second suggestion does not repeat what the first one, or a painted slice, shows.
+
 >>> found = drain(suggest_job(result.model, image, labels, n=5))      # doctest: +SKIP
 >>> [(s.index, round(s.score, 3)) for s in found.suggestions]         # doctest: +SKIP
 """
@@ -31,6 +36,8 @@ __all__ = [
     "UncertaintyNet",
     "uncertainty_job",
     "suggest_slices",
+    "suggest_diverse",
+    "slice_features",
     "suggest_job",
 ]
 
@@ -165,12 +172,16 @@ def suggest_job(
     background_label: int = 1,
     exclude: Sequence[int] = (),
     out: str | os.PathLike | Any = None,
+    method: str = "uncertainty",
 ) -> Job[SuggestResult]:
     """Uncertainty over ``image`` and the ``n`` slices to paint next, given what is painted.
 
     The painted axis and slices are read from ``labels`` as fine-tuning reads them
     (:func:`~napari_emseg.finetune.annotations.find_annotations`); for 3D or scribble labels the
     slices along ``config.axis`` that hold any label count as painted.
+
+    ``method``: ``"uncertainty"`` (:func:`suggest_slices`) or ``"diverse"`` (uncertainty times
+    feature distance to what is painted, :func:`suggest_diverse`).
 
     Returns
     -------
@@ -189,6 +200,109 @@ def suggest_job(
         others = tuple(a for a in range(3) if a != axis)
         painted = tuple(int(i) for i in np.flatnonzero((lab != 0).any(axis=others)))
     umap = yield from uncertainty_job(model, image, config.replace(axis=axis), out=out)
-    found = suggest_slices(umap, painted, n, min_gap, exclude=exclude, region=region)
+    if method == "diverse" and axis == 0:
+        feats = slice_features(model, image, device=config.inference.device)
+        found = suggest_diverse(umap, feats, painted, n, exclude=exclude, region=region)
+    elif method in ("uncertainty", "diverse"):
+        found = suggest_slices(umap, painted, n, min_gap, exclude=exclude, region=region)
+    else:
+        raise ValueError(f"method must be 'uncertainty' or 'diverse', got {method!r}")
     logger.info("next slices to paint: %s", [s.index for s in found])
     return SuggestResult(umap, painted, found)
+
+
+def suggest_diverse(
+    umap: UncertaintyMap,
+    features: np.ndarray,
+    painted: Sequence[int] = (),
+    n: int = 5,
+    *,
+    exclude: Sequence[int] = (),
+    region: Sequence[int] = (128, 128),
+    power: float = 1.0,
+) -> list[Suggestion]:
+    """The ``n`` slices that are uncertain *and* unlike what is painted or already suggested.
+
+    Greedy core-set: each round takes the slice maximising ``u ** power * d``, where ``u`` is its
+    mean uncertainty (scaled to the most uncertain candidate) and ``d`` its cosine distance, in
+    ``features`` (one row per slice, :func:`slice_features`), to the nearest painted or chosen
+    slice (scaled to the farthest candidate); with nothing painted, or no candidate unlike the
+    chosen ones, ``d = 1``: uncertainty alone decides.
+    """
+    values = np.nan_to_num(np.asarray(umap.slice_scores, np.float64), nan=0.0)
+    f = np.asarray(features, np.float64)
+    f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    banned = {int(p) for p in painted} | {int(e) for e in exclude}
+    anchors = [int(p) for p in painted if 0 <= int(p) < len(f)]
+    chosen: list[int] = []
+    for _ in range(n):
+        cand = np.array([i for i in range(len(values)) if i not in banned and i not in chosen], np.int64)
+        if not cand.size:
+            break
+        u = values[cand] / max(values[cand].max(), 1e-12)
+        d = (1 - f[cand] @ f[anchors].T).min(axis=1) if anchors else np.ones(len(cand))
+        d = np.clip(d, 0, None)
+        d = d / d.max() if d.max() > 1e-9 else np.ones(len(cand))  # nothing new left: uncertainty decides
+        pick = int(cand[np.argmax(u**power * (d + 1e-3))])  # among equals, the more uncertain
+        chosen.append(pick)
+        anchors.append(pick)
+    out = []
+    for rank, i in enumerate(chosen, start=1):
+        box, rscore = umap.region(i, region)
+        out.append(Suggestion(rank, umap.axis, i, float(values[i]), box, rscore))
+    return out
+
+
+def slice_features(model: nn.Module, image: Any, *, side: int = 256, device: str = "auto",
+                   max_slices: int = 256) -> np.ndarray:
+    """One feature vector per z-slice: the model's deepest activation, averaged over a centre window.
+
+    The deepest activation is the 4D/5D module output with the fewest voxels (the bottleneck of a
+    U-Net, the last block of a ViT); 2D models see the slice, 3D models a tile's depth around it.
+    At most ``max_slices`` slices are computed (evenly spaced); the others take their nearest.
+    """
+    import torch
+
+    from .data.normalize import intensity_range, normalize
+    from .device import select_device
+    from .inference.predict import as_volume
+
+    data = as_volume(image, None)[0]
+    info = model.info
+    nz, ny, nx = data.shape
+    dev = select_device(device)
+    model = model.to(dev).eval()
+    mult = info.input_multiple
+    hy, hx = (max(m, min(s, side) // m * m) for s, m in zip((ny, nx), mult[1:]))
+    y0, x0 = max(0, (ny - hy) // 2), max(0, (nx - hx) // 2)
+    lo, hi = intensity_range(data, info.norm)
+    dz = info.tile[0] if info.spatial_dims == 3 else 1
+    deepest: dict[str, Any] = {}
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor) and output.dim() in (4, 5):
+            size = int(np.prod(output.shape[2:]))
+            if "size" not in deepest or size <= deepest["size"]:
+                deepest.update(size=size, value=output.mean(dim=tuple(range(2, output.dim())))[0])
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    computed = np.unique(np.linspace(0, nz - 1, min(nz, max_slices)).round().astype(int))
+    rows = []
+    try:
+        with torch.no_grad():
+            for z in computed:
+                z0 = int(np.clip(z - dz // 2, 0, max(0, nz - dz)))
+                block = np.asarray(data[z0:z0 + dz, y0:y0 + hy, x0:x0 + hx])
+                block = normalize(block, lo, hi, info.norm.invert)
+                pad = [(0, dz - block.shape[0]), (0, hy - block.shape[1]), (0, hx - block.shape[2])]
+                block = np.pad(block, [(0, max(0, p[1])) for p in pad], mode="edge")
+                x = torch.from_numpy(np.ascontiguousarray(block)).to(dev)
+                deepest.clear()
+                model(x[None] if info.spatial_dims == 2 else x[None, None])
+                rows.append(deepest["value"].float().cpu().numpy())
+    finally:
+        for h in handles:
+            h.remove()
+    feats = np.stack(rows)
+    nearest = np.abs(np.arange(nz)[:, None] - computed[None]).argmin(axis=1)
+    return feats[nearest]

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="entropy of the prediction, disagreement between flips, or their mean")
     p.add_argument("--flips", choices=["auto", "yx", "none"], default="auto",
                    help="test-time flips (auto: 8 in 3D, 4 in 2D; none: one pass, entropy only)")
+    p.add_argument("--method", choices=["uncertainty", "diverse"], default="uncertainty",
+                   help="uncertainty: the most uncertain slices, spread out (default); diverse: uncertainty times "
+                        "the distance, in the model's features, to the painted and already suggested slices")
     p.add_argument("--map", default=None, metavar="OUT.zarr", help="also write the full uncertainty map here")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense", help="how the labels were painted")
     p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
@@ -70,7 +73,8 @@ def suggest(model: Any, image: Any, labels: Any, args: argparse.Namespace, n: in
 
     job = suggest_job(model, image, labels, n=n, min_gap=getattr(args, "min_gap", None),
                       region=region_size(getattr(args, "region", "128,128")),
-                      config=uncertainty_config(args), mode=mode, out=out)
+                      config=uncertainty_config(args), mode=mode, out=out,
+                      method=getattr(args, "method", "uncertainty"))
     return drain(job, desc="uncertainty", show=show)
 
 
