@@ -126,7 +126,7 @@ def test_pause_then_resume(tiny_em, tmp_path, trained_on):
             events.append(event)
             if event.stage == "live" and event.step == 2 and not reads["paused"]:
                 labels[:] = 0  # everything erased: training waits
-            if event.stage == "waiting" and event.step == 0 and len(events) > 3:
+            if event.stage == "waiting" and event.step == 2:
                 reads["paused"] += 1
                 if reads["paused"] == 3:
                     labels[6] = tiny_em.mitochondria[6]  # painted again: training resumes

@@ -212,7 +212,7 @@ class _Loop:
         self.lo, self.hi, self.plan = lo, hi, plan
         self.side, self.interval = int(self.live.preview_side), float(self.live.refresh_s)
         self.history: list[dict[str, Any]] = []
-        self.previews, self.last_preview, self.last_view = 0, -np.inf, None
+        self.previews, self.last_preview, self.last_view, self.preview_version = 0, -np.inf, None, 0
         self.version_step = 0  # the step at which the current labels started teaching
         self.best_state, self.best_score, self.best_version, self.best_step = None, np.inf, -1, None
         self.post = None  # the post-processing config of the previews (calibrated when possible)
@@ -247,26 +247,39 @@ class _Loop:
             cal = yield from self.calibrate(self.model, quick=True)
             if cal.stopped == "cancelled":
                 self.stop = True
-        preview = self.preview(step) if self.due() else None
+        moved = read_view(self.view, self.image.shape[0]) != self.last_view
+        changed = False
+        if moved and self.last_view is not None:  # a new slice in view may just have been painted: read first
+            changed = (yield from self.reread(step))
+        seen = self.feed.current.version if self.feed.current else 0
+        fresh = seen != self.preview_version and step > self.version_step  # a step trained on new labels
+        due = (moved and not changed) or fresh or time.perf_counter() - self.last_preview >= self.interval
+        preview = self.preview(step) if due else None
         yield replace(event, total=self.cfg.steps, metrics=metrics, preview=preview)
         # the labels are read last, just before the next step draws its batch
         if step % self.live.reread_every == 0 or time.perf_counter() - self.feed.read_at >= self.live.reread_s:
+            yield from self.reread(step)
+
+    def reread(self, step: int):
+        """Read the labels; record a change; wait while nothing usable is painted. Returns: changed."""
+        change = self.feed.read(step)
+        if change is not None:
+            self.history.append(change)
+            self.version_step = step
+            logger.info("live: labels changed at step %d: %s", step, change)
+        if self.feed.current is None:
+            yield from self.wait(step)
+        return change is not None
+
+    def wait(self, step: int = 0):
+        """Training pauses (the trainer is not advanced) until something usable is painted."""
+        while self.feed.current is None:
+            yield Progress(step, None, stage="waiting", message=f"training paused: {self.feed.problem}")
+            time.sleep(self.live.poll_s)
             change = self.feed.read(step)
             if change is not None:
                 self.history.append(change)
                 self.version_step = step
-                logger.info("live: labels changed at step %d: %s", step, change)
-            if self.feed.current is None:
-                yield from self.wait()
-
-    def wait(self):
-        """Training pauses (the trainer is not advanced) until something usable is painted."""
-        while self.feed.current is None:
-            yield Progress(0, None, stage="waiting", message=f"training paused: {self.feed.problem}")
-            time.sleep(self.live.poll_s)
-            change = self.feed.read()
-            if change is not None:
-                self.history.append(change)
 
     def score(self, snap, step: int) -> dict[str, float]:
         with torch.no_grad():
@@ -279,11 +292,6 @@ class _Loop:
             self.best_score, self.best_step = value, step
             self.best_state = {f"model.{k}": v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
         return {"val_loss": float(value)}
-
-    def due(self) -> bool:
-        z = read_view(self.view, self.image.shape[0])
-        moved = self.last_view is not None and z != self.last_view
-        return moved or time.perf_counter() - self.last_preview >= self.interval
 
     def preview(self, step: int) -> dict[str, Any]:
         from ..calibration import resolve_postprocess
@@ -311,6 +319,7 @@ class _Loop:
             else:
                 self.interval = cost / self.live.preview_budget
         snap = self.feed.current
+        self.preview_version = snap.version if snap else 0
         out.update(step=step, version=snap.version if snap else 0, steps_on_version=step - self.version_step,
                    side=self.side, refresh_s=round(self.interval, 2), cost_s=round(cost, 3))
         return out
