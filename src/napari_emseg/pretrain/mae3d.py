@@ -266,7 +266,7 @@ class MAE3D(nn.Module):
             reward = (per_token * m).sum(1) / m.sum(1)
             policy_loss = self.policy.loss(decision, reward)
             metrics.update(rec_loss=float(loss.detach()), policy_loss=float(policy_loss.detach()),
-                           policy_entropy=float(decision["entropy"].mean()))
+                           policy_entropy=float(decision["entropy"].mean().detach()))
             loss = loss + self.cfg.policy_weight * policy_loss
         return loss, metrics
 
