@@ -211,3 +211,15 @@ def test_fine_tune_live_is_the_live_loop(tiny_em, tmp_path):
     res, _ = run(fine_tune(tiny_model("bcd"), tiny_em.raw, labels, CFG.replace(task="mitochondria", steps=2),
                            out=tmp_path / "f.safetensors", live=FAST, view=lambda: 3), {})
     assert isinstance(res, LiveResult) and res.steps == 2 and res.previews == 2
+
+
+def test_preview_of_a_resampled_crop_is_on_the_image_grid(tiny_em, tmp_path):
+    labels = np.zeros_like(tiny_em.mitochondria)
+    labels[3] = tiny_em.mitochondria[3]
+    fine = tiny_model("bcd", voxel_size=(40.0, 4.0, 4.0))  # trained at half the image's pixel size
+    res, events = run(live_fine_tune(fine, tiny_em.raw, labels, CFG.replace(task="mitochondria", steps=1), FAST,
+                                     view=lambda: (3, (20.0, 30.0)), voxel_size=(40.0, 8.0, 8.0),
+                                     out=tmp_path / "r.safetensors"), {})
+    p = next(e.preview for e in events if e.preview is not None)
+    assert p["maps"].shape[-2:] == (96, 96) and p["offset"] == (0, 0) and p["labels"].shape == (1, 96, 96)
+    assert load_checkpoint(res.checkpoint, tensors=False).card["voxel_size_match"]["resample"]

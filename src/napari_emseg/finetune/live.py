@@ -35,6 +35,7 @@ import torch
 from .._lock import locks_output
 from .._signals import deferred_sigterm
 from ..data.normalize import intensity_range
+from ..device import select_device
 from ..models.registry import AUTO, default_encoder
 from ..progress import Cancelled, Job, Progress
 from .annotations import AnnotationError, find_annotations
@@ -91,6 +92,7 @@ def live_fine_tune(
     encoder, image, config, out, voxel_size, source
         As for :func:`~.job.fine_tune`; ``config.steps`` / ``time_limit_min`` end the loop (no
         default: it runs until cancelled); its holdout is not used (every stroke teaches).
+        Without ``batch_size``, the CPU trains half the recipe's batch (shorter steps).
         Neurons train in-plane boundaries (``target="auto"``), as painting may add any slice.
     labels
         The array being painted (napari ``Labels.data``, read again and again) or a callable
@@ -144,6 +146,8 @@ def live_fine_tune(
     near_isotropic = _isotropic(train_vs) or (train_vs is None and layout.kind == "volume")
     permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
     batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
+    if cfg.batch_size is None and select_device(cfg.device).type == "cpu":
+        batch_size = max(1, batch_size // 2)  # shorter steps: a stroke reaches the model sooner
     resample = (lambda crop, a: _resample_crop(crop, a, plan, cfg.voxel_match.antialias)) if plan.resample else None
     feed = LiveFeed(image, get_labels, cfg, kind=kind, patch=patch, lo=lo, hi=hi, model=model,
                     target_kwargs=_target_kwargs(kind, model), batch_size=batch_size, permute=permute,
@@ -204,8 +208,6 @@ class _Loop:
     """What happens between the trainer's steps (see the module docstring)."""
 
     def __init__(self, feed: LiveFeed, objective, image, view, live: LiveConfig, cfg, lo, hi, plan) -> None:
-        from ..device import select_device
-
         self.feed, self.objective, self.model = feed, objective, objective.model
         self.image, self.view, self.cfg = image, view, cfg
         self.live = live.resolved(select_device(cfg.device))
@@ -255,7 +257,9 @@ class _Loop:
         fresh = seen != self.preview_version and step > self.version_step  # a step trained on new labels
         due = (moved and not changed) or fresh or time.perf_counter() - self.last_preview >= self.interval
         preview = self.preview(step) if due else None
-        yield replace(event, total=self.cfg.steps, metrics=metrics, preview=preview)
+        endless = self.cfg.steps is None and self.cfg.time_limit_min is None
+        yield replace(event, total=self.cfg.steps, metrics=metrics, preview=preview,
+                      eta_s=None if endless else event.eta_s)
         # the labels are read last, just before the next step draws its batch
         if step % self.live.reread_every == 0 or time.perf_counter() - self.feed.read_at >= self.live.reread_s:
             yield from self.reread(step)
@@ -299,8 +303,7 @@ class _Loop:
 
         t = time.perf_counter()
         z, center = self.last_view = read_view(self.view, self.image.shape[0])
-        out = predict_window(self.model, self.image, z, self.lo, self.hi, side=self.side, center=center,
-                             neighbours=int(self.live.neighbours))
+        out = self.predict(z, center)
         out["labels"] = None
         if self.live.labels:
             info = self.model.info
@@ -324,12 +327,32 @@ class _Loop:
                    side=self.side, refresh_s=round(self.interval, 2), cost_s=round(cost, 3))
         return out
 
+    def predict(self, z: int, center):
+        """The window's maps on the image's grid (predicted on the model's, when the crop was resampled)."""
+        plan, k = self.plan, int(self.live.neighbours)
+        if not plan.resample or abs(plan.zoom[0] - 1) > 1e-6:  # z resampled: previewed as is
+            return predict_window(self.model, self.image, z, self.lo, self.hi, side=self.side, center=center,
+                                  neighbours=k)
+        from .._resampled import Resampled
+        from ..resample import resample
+
+        f = np.asarray(plan.zoom, float)  # image voxel / model voxel
+        grid = Resampled(self.image, plan.image_voxel_size, plan.target_voxel_size)
+        c = None if center is None else (center[0] * f[1], center[1] * f[2])
+        out = predict_window(self.model, grid, z, self.lo, self.hi, side=int(self.side * f[1:].max()), center=c,
+                             neighbours=k)
+        y0, x0 = out["offset"]
+        oy, ox = int(round(y0 / f[1])), int(round(x0 / f[2]))
+        shape = [out["maps"].shape[1]] + [max(1, int(n / g)) for n, g in zip(out["maps"].shape[2:], f[1:])]
+        back = resample(out["maps"], plan.target_voxel_size, plan.image_voxel_size, shape=shape)
+        return {**out, "maps": back.astype(np.float32), "offset": (oy, ox)}
+
     def calibrate(self, model, *, quick: bool, final: bool = False):
         """Tune the thresholds on the painted slices (quick: a small window, 3 slices, 2 folds)."""
         from .calibrate import calibrate_job
 
         snap = self.feed.current
-        kwargs = dict(max_voxels=self.live.calibrate_voxels, max_slices=3, max_folds=2) if quick else {}
+        kwargs = dict(max_voxels=self.live.calibrate_voxels, max_slices=2, max_folds=2) if quick else {}
         cal = yield from calibrate_job(
             model, self.image, self.feed.labels(), mode=self.cfg.mode, background_label=self.cfg.background_label,
             axis=self.cfg.axis, intensity=(self.lo, self.hi), voxel_size=self.plan.image_voxel_size,

@@ -72,7 +72,7 @@ class LiveConfig(Config):
     neighbours: int | None = None
     labels: bool = True
     calibrate_every_s: float | None = None
-    calibrate_voxels: int = 400_000
+    calibrate_voxels: int = 200_000
     calibrate_on_stop: bool = True
     validate_every: int = 25
     poll_s: float = 0.5
@@ -156,8 +156,8 @@ class LiveFeed:
         self.read_at = 0.0
 
     def labels(self) -> np.ndarray:
-        """The painted labels now (a copy, as the loop and a painter may share the array)."""
-        lab = np.array(self.get_labels(), copy=True)
+        """The painted labels now (not copied: a stroke half read while painted is read whole next time)."""
+        lab = np.asarray(self.get_labels())
         return lab[None] if lab.ndim == 2 else lab
 
     def read(self, step: int = 0) -> dict[str, Any] | None:
