@@ -288,6 +288,8 @@ class FineTuneWidget(QWidget):
         self.live_button.setEnabled(not running or self.live_button.isChecked())
 
     def _progress(self, event: Any) -> None:
+        if self.runner is not None and self.runner.result is not None:
+            return  # a late event must not overwrite the result's status line
         for key in ("loss", "val_loss"):
             if key in event.metrics:
                 self.curve.add(key, event.step, event.metrics[key])
