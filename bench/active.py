@@ -91,7 +91,8 @@ def pixel_ap(prob: np.ndarray, truth: np.ndarray) -> float:
     return float(precision[hits].sum() / max(1, hits.sum()))
 
 
-def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=None, start=START) -> list[dict]:
+def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=None, start=START,
+                 ucfg: UncertaintyConfig | None = None) -> list[dict]:
     painted = [start]
     model, curve = start_model, []
     order = list(rng.permutation([i for i in pool if i != start])) if rng is not None else None
@@ -100,7 +101,7 @@ def run_strategy(name: str, start_model, raw, gt, pool, rounds, cfg, log, rng=No
         umap_s = 0.0
         if name in ("suggest", "diverse"):
             t = time.perf_counter()
-            umap = drain(uncertainty_job(model, raw, UncertaintyConfig(inference=INFER)), show=False)
+            umap = drain(uncertainty_job(model, raw, ucfg or UncertaintyConfig(inference=INFER)), show=False)
             if name == "suggest":
                 pick = suggest_slices(umap, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
             else:
@@ -168,6 +169,10 @@ def main() -> None:
     ap.add_argument("--start", type=int, default=START, help=f"the first painted section (default {START})")
     ap.add_argument("--json", default=None, help="write all curves here")
     ap.add_argument("--no-tuning", action="store_true", help="skip the tuned-vs-fixed post-processing report")
+    ap.add_argument("--measure", choices=("combined", "entropy", "disagreement"), default="combined",
+                    help="uncertainty measure of suggest and diverse (default combined)")
+    ap.add_argument("--flips", choices=("auto", "yx", "none"), default="auto",
+                    help="test-time flips of the uncertainty map (none: one pass, entropy only; default auto)")
     ap.add_argument("--first-model", default=None, metavar="FILE.pt",
                     help="save the model of the first round here, or load it when the file exists (split a "
                          "comparison over several runs; same --arch, --steps and --start)")
@@ -229,7 +234,8 @@ def main() -> None:
     for name, seed in runs.items():
         rng = np.random.default_rng(seed) if seed is not None else None
         kind = "random" if seed is not None else name
-        curve, model, painted = run_strategy(kind, first, raw, gt, pool, args.rounds, cfg, print, rng, start)
+        ucfg = UncertaintyConfig(measure=args.measure, flips=args.flips, inference=INFER)
+        curve, model, painted = run_strategy(kind, first, raw, gt, pool, args.rounds, cfg, print, rng, start, ucfg)
         curves[name], finals[name] = [base] + curve, (model, painted)
     print("\npainted sections:   " + "  ".join(f"{n:>5}" for n in range(1, args.rounds + 2)))
     for key in ("pixel_ap", "iou", "ap50"):
