@@ -22,6 +22,7 @@ from napari_emseg.resample import (
     Resampled,
     VoxelMatchConfig,
     describe_voxel_sizes,
+    log_plan,
     plan_voxel_match,
     resample_labels,
     voxel_size_of,
@@ -140,3 +141,12 @@ def test_fine_tune_resamples_the_crop_and_records_its_grid(tiny_em, tmp_path, ca
                             cfg.replace(voxel_match=VoxelMatchConfig(enabled=False)),
                             out=tmp_path / "g.safetensors", voxel_size=(40.0, 16.0, 16.0)), show=False)
     assert load_model(plain.checkpoint).info.voxel_size == (40, 16, 16)  # trained on the image's grid
+
+
+def test_switched_off_matching_warns_only_when_the_sizes_differ(caplog):
+    off = VoxelMatchConfig(enabled=False)
+    with caplog.at_level(logging.WARNING, logger="napari_emseg.resample"):
+        log_plan(plan_voxel_match((40, 8, 8), (40, 8, 8), off))
+        assert "differ" not in caplog.text  # the same sizes: nothing to warn about
+        log_plan(plan_voxel_match((50, 4, 4), (40, 8, 8), off))
+    assert "voxel sizes differ (model trained at 50 x 4 x 4 nm, image at 40 x 8 x 8 nm)" in caplog.text

@@ -265,7 +265,8 @@ def log_plan(plan: VoxelPlan, then: str = "results are resampled back to the ima
     sizes = f"model trained at {_fmt(plan.model_voxel_size)}, image at {_fmt(plan.image_voxel_size)}"
     if plan.resample:
         logger.warning("voxel sizes differ (%s): %s; %s", sizes, plan.reason, then)
-    elif plan.model_voxel_size is not None and plan.image_voxel_size is not None and "tolerance" not in plan.reason:
+    elif (plan.model_voxel_size is not None and plan.image_voxel_size is not None and "tolerance" not in plan.reason
+          and any(abs(i / m - 1) > 0.01 for i, m in zip(plan.image_voxel_size, plan.model_voxel_size))):
         logger.warning("voxel sizes differ (%s): %s", sizes, plan.reason)
     else:
         logger.info("voxel sizes: %s: %s", sizes, plan.reason)
