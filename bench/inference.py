@@ -109,9 +109,24 @@ class Pointwise(torch.nn.Module):
         return self.net(x)
 
 
-def run_ours(net, vol, tile, batch, device):
-    cfg = InferenceConfig(tile=tile, batch=batch, device=device, overlap=0.25, blend="gaussian")
+def run_ours(net, vol, tile, batch, device, **changes):
+    cfg = InferenceConfig(tile=tile, batch=batch, device=device, overlap=0.25, blend="gaussian").replace(**changes)
     return drain(predict_tiled(net, vol, None, cfg), show=False)
+
+
+def parse_variant(text: str) -> dict:
+    """``"workers=1,channels_last=true"`` -> InferenceConfig changes."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, value = part.split("=", 1)
+        low = value.strip().lower()
+        out[key.strip()] = (True if low == "true" else False if low == "false" else None if low == "none"
+                            else int(low) if low.lstrip("-").isdigit() else value.strip())
+    return out
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def run_monai(net, vol, tile, batch, device):
@@ -142,21 +157,25 @@ def run_naive(net, vol, tile, batch, device):
     return out
 
 
-def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repeat: int) -> None:
+def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repeat: int,
+            variants: list[str] = (), skip: tuple[str, ...] = ()) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     net = net.to(device)
     with torch.inference_mode():  # warm-up
         net(torch.zeros((batch, 1, *tile), device=device))
     print(f"\n[{label}] volume: {what}, {vol.size / 1e6:.1f} Mvoxel uint8; "
           f"{sum(p.numel() for p in net.parameters()) / 1e6:.3f} M params; tile {tuple(tile)}, overlap 0.25, "
-          f"gaussian, batch {batch}; device {device}, torch threads {torch.get_num_threads()}")
-    methods = (("predict_tiled", run_ours, batch), ("monai", run_monai, batch),
-               ("monai_default", run_monai, 1), ("naive", run_naive, batch))
+          f"gaussian, batch {batch}; device {device}, torch threads {torch.get_num_threads()}, "
+          f"{len(os.sched_getaffinity(0))} usable cores; load average before: {load_average()}", flush=True)
+    ours = [("predict_tiled", lambda *a: run_ours(*a), batch)]
+    ours += [(f"predict_tiled[{v}]", lambda *a, c=parse_variant(v): run_ours(*a, **c), batch) for v in variants]
+    methods = [*ours, ("monai", run_monai, batch), ("monai_default", run_monai, 1), ("naive", run_naive, batch)]
+    methods = [m for m in methods if m[0] not in skip]
     wall: dict[str, list[float]] = {m[0]: [] for m in methods}
     cpu: dict[str, list[float]] = {m[0]: [] for m in methods}
     peak: dict[str, float] = {}
     preds: dict[str, np.ndarray] = {}
-    for _ in range(repeat):  # interleaved rounds: the CPU is shared, so compare within a round
+    for r in range(repeat):  # interleaved rounds: the CPU is shared, so compare within a round
         for name, fn, b in methods:
             with PeakRSS() as mem:
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -164,25 +183,39 @@ def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repea
                 wall[name].append(time.perf_counter() - t0)
                 cpu[name].append(time.process_time() - c0)
             peak[name] = min(peak.get(name, mem.mb), mem.mb)
-            if name in ("predict_tiled", "monai"):
+            if name.startswith("predict_tiled") or name == "monai":
                 preds[name] = pred
             del pred
+        print(f"  round {r + 1}: " + ", ".join(f"{n} {wall[n][-1]:.2f} s" for n, _, _ in methods)
+              + f"; load average {load_average()}", flush=True)
+    w = max(len(m[0]) for m in methods)
     for name, _, b in methods:
         dt = min(wall[name])
-        print(f"{name:>14}: {dt:7.2f} s ({min(cpu[name]):7.2f} s CPU)  {vol.size / dt / 1e6:7.3f} Mvoxel/s  "
+        print(f"{name:>{w}}: {dt:7.2f} s ({min(cpu[name]):7.2f} s CPU)  {vol.size / dt / 1e6:7.3f} Mvoxel/s  "
               f"peak +{peak[name]:7.1f} MB  (batch {b})")
 
-    def ratio(other: str, times: dict[str, list[float]]) -> str:
-        r = sorted(o / p for o, p in zip(times[other], times["predict_tiled"]))
+    def ratio(other: str, mine: str, times: dict[str, list[float]]) -> str:
+        if other not in times:
+            return "n/a"
+        r = sorted(o / p for o, p in zip(times[other], times[mine]))
         return f"{statistics.median(r):.2f}x" + (f" ({r[0]:.2f}-{r[-1]:.2f})" if len(r) > 1 else "")
 
-    print(f"median per-round speed ratio, predict_tiled vs monai (same batch {batch}): wall {ratio('monai', wall)}, "
-          f"CPU {ratio('monai', cpu)}; vs monai at its default sw_batch_size=1: wall {ratio('monai_default', wall)}; "
-          f"vs naive: wall {ratio('naive', wall)} (naive: no overlap, no blending, seams)")
-    print(f"peak memory monai / predict_tiled: {peak['monai'] / max(peak['predict_tiled'], 1e-3):.1f}x")
-    diff = np.abs(preds["predict_tiled"].astype(np.float32) - preds["monai"])
-    print(f"|predict_tiled - monai|: max {diff.max():.4f}, mean {diff.mean():.5f} "
-          "(tiles at the volume's faces are weighted differently)")
+    print(f"median per-round speed ratio (range), {repeat} rounds; monai at the same batch {batch}, "
+          "monai_default at its sw_batch_size=1:")
+    for name, _, _ in ours:
+        if name not in wall:
+            continue
+        print(f"  {name}: vs monai wall {ratio('monai', name, wall)}, CPU {ratio('monai', name, cpu)}; "
+              f"vs monai_default wall {ratio('monai_default', name, wall)}; vs naive wall {ratio('naive', name, wall)}")
+        if "monai" in peak:
+            print(f"    peak memory monai / {name}: {peak['monai'] / max(peak[name], 1e-3):.1f}x")
+    for name, pred in preds.items():
+        if name == "predict_tiled" or "predict_tiled" not in preds:
+            continue
+        diff = np.abs(preds["predict_tiled"].astype(np.float32) - pred.astype(np.float32))
+        print(f"|predict_tiled - {name}|: max {diff.max():.4f}, mean {diff.mean():.5f}"
+              + (" (tiles at the volume's faces are weighted differently)" if name == "monai" else ""))
+    print(f"load average after: {load_average()}", flush=True)
 
 
 def tile_voxels(shape, tile, cfg: InferenceConfig) -> int:
@@ -309,18 +342,29 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: stable timings on a shared CPU)")
     p.add_argument("--repeat", type=int, default=3, help="interleaved rounds (ResUNet)")
+    p.add_argument("--repeat-pointwise", type=int, default=3, help="interleaved rounds (pointwise)")
+    p.add_argument("--cases", default="resunet,pointwise", help="comparisons to run (comma-separated)")
+    p.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE[,...]",
+                   help="also time predict_tiled with these InferenceConfig changes (repeatable), "
+                        "e.g. --variant workers=1 --variant channels_last=true")
+    p.add_argument("--skip", default="", help="methods to leave out, e.g. monai_default,naive")
     p.add_argument("--stream-gb", type=float, default=0.0, help="size of the streamed zarr run (0: skip)")
     p.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
     p.add_argument("--skip-compare", action="store_true")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if not args.skip_compare:
+    cases = set(filter(None, args.cases.split(",")))
+    skip = tuple(filter(None, args.skip.split(",")))
+    if not args.skip_compare and "resunet" in cases:
         vol, what = load_volume(tuple(args.shape))
-        compare("ResUNet3D", resunet(tuple(args.tile)), vol, what, tuple(args.tile), args.batch, args.repeat)
+        compare("ResUNet3D", resunet(tuple(args.tile)), vol, what, tuple(args.tile), args.batch, args.repeat,
+                args.variant, skip)
         del vol
+    if not args.skip_compare and "pointwise" in cases:
         big, what = load_volume(tuple(args.big_shape))
-        compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch, 2)
+        compare("pointwise", Pointwise((16, 128, 128)), big, what, (16, 128, 128), args.batch,
+                args.repeat_pointwise, args.variant, skip)
         del big
     unetr = unetr_throughput(args)
     if args.json:

@@ -146,8 +146,9 @@ def _predictor(spec: dict[str, Any]) -> tuple[Any, str]:
             device = select_device(name)
             model = load_model(spec["model"], device="cpu", expect_in_channels=1)
             logger.info("worker %d loaded %s on %s", worker_index(), spec["model"], device)
-            cache[key] = BlockPredictor(model, model.info, cfg.replace(device=name or cfg.device), device,
-                                        spec["mode"], spec["tile"])
+            # workers=1 unless set: dask decides how many blocks run at once on a machine
+            local = cfg.replace(device=name or cfg.device, workers=cfg.workers or 1)
+            cache[key] = BlockPredictor(model, model.info, local, device, spec["mode"], spec["tile"])
         return cache[key], str(name or cfg.device)
 
 

@@ -58,6 +58,14 @@ class InferenceConfig(Config):
     channels_last
         Feed tensors in channels-last memory order: often faster for plain convolutions on
         GPUs; slower on CPU for networks with instance norm (measured on the ResUNet).
+    workers
+        Threads running forward passes at once. ``None``: one on a GPU; on the CPU the cores
+        PyTorch's intra-op threads leave idle, ``cores // torch.get_num_threads()`` (2 with one
+        torch thread on 2 cores). Results do not depend on it.
+    compile
+        Run the network through ``torch.compile`` (CUDA graphs on a CUDA device), once per tile
+        shape; falls back to the uncompiled network, with a warning, when compiling fails.
+        Compiling takes tens of seconds: worth it for long runs only.
     prefetch
         Blocks read ahead by a background thread while the network runs.
     resume
@@ -82,6 +90,8 @@ class InferenceConfig(Config):
     tta: bool = False
     dtype: Literal["float16", "uint8"] = "float16"
     channels_last: bool = False
+    workers: int | None = None
+    compile: bool = False
     prefetch: int = 1
     resume: bool = True
     norm_samples: int = 4_000_000

@@ -9,6 +9,7 @@ block, tile and batch sizes, never on the volume's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -34,7 +35,7 @@ from .output import (
     weights_digest,
 )
 from .prefetch import BlockReader, BlockWriter, Prefetcher, normalize_tensor
-from .runner import BlockPredictor, to_output_dtype
+from .runner import BlockPredictor
 from .tiling import choose_block, plan_blocks, round_tile
 
 __all__ = ["predict_tiled", "resolve_mode", "resolve_tile"]
@@ -216,13 +217,13 @@ def predict_tiled(
     start, voxels = time.perf_counter(), 0
     with Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
         target, lambda b: record.mark(b.index)
-    ) as writer:
+    ) as writer, contextlib.closing(predictor):  # closing: stops the worker threads
         for blk, x in ahead:
             with torch.inference_mode():
                 x = normalize_tensor(x.to(device, non_blocking=True), lo, hi, info.norm.invert)
-                p = predictor.predict_block(x, blk)
-                arr = to_output_dtype(p, config.dtype).cpu().numpy()
-            del p
+                p = predictor.predict_block(x, blk, config.dtype)
+                arr = p.cpu().numpy()
+            del p, x
             writer.submit(blk, arr)
             done += 1
             voxels += int(np.prod(arr.shape[1:]))

@@ -4,7 +4,11 @@
 normalised, already on-device) input into tiles, runs them in batches under
 ``torch.inference_mode`` and autocast, multiplies each tile's probabilities by its blending
 window, accumulates weighted sums over the block in float32 and divides by the (separable)
-weight sum. Out of GPU memory, it halves the batch, then the tile, warns, and redoes the block.
+weight sum, writing the quotient straight into the output type. On the CPU, batches run in
+several worker threads at once when PyTorch's intra-op threads leave cores idle
+(:func:`~.fastpath.resolve_workers`); the block's sum is still accumulated in tile order, so the
+result does not depend on the number of workers. Out of GPU memory, it halves the batch, then
+the tile, warns, and redoes the block.
 """
 
 from __future__ import annotations
@@ -13,16 +17,18 @@ import contextlib
 import gc
 import itertools
 import logging
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..device import autocast_dtype
 from ..errors import EmsegError
 from ..models.info import ModelInfo, apply_activation
 from .blending import outer, weight_sum_1d, window_1d
 from .config import InferenceConfig
+from .fastpath import CompiledNet, resolve_precision, resolve_workers
 from .planes import predict_planes
 from .tiling import Block, block_tile_starts, overlap_voxels, round_tile
 from .tta import predict_tta
@@ -45,6 +51,8 @@ def is_oom(err: BaseException) -> bool:
 
 def to_output_dtype(p: torch.Tensor, dtype: str) -> torch.Tensor:
     """Probabilities in [0, 1] as float16, or as uint8 ``round(255 p)``."""
+    if p.dtype == getattr(torch, dtype):
+        return p
     if dtype == "uint8":
         return p.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
     return p.to(torch.float16)
@@ -58,7 +66,7 @@ class BlockPredictor:
     model
         An ``nn.Module`` with ``.info`` (:class:`~napari_emseg.models.info.ModelInfo`); moved to
         ``device``, set to eval mode and, with ``config.channels_last``, its convolution weights
-        made channels-last.
+        made channels-last; with ``config.compile``, compiled (:class:`~.fastpath.CompiledNet`).
     info
         The model's info.
     config
@@ -85,13 +93,27 @@ class BlockPredictor:
         self.batch = max(1, int(config.batch or (4 if mode == "3d" else 16)))
         self.oom_events = 0
         self.model = model.to(device).eval()
-        self.amp = autocast_dtype(device, config.precision)
+        self.amp = resolve_precision(device, config.precision)
         self._format = None
         if config.channels_last:
             self._format = torch.channels_last_3d if mode == "3d" else torch.channels_last
             _channels_last(self.model)
+        self.compiled = CompiledNet(self.model, device) if config.compile else None
+        self.workers = resolve_workers(config.workers, device)
+        self._pool: ThreadPoolExecutor | None = None
         self._weights: dict[Any, Any] = {}
         self._checked = False
+
+    def close(self) -> None:
+        """Stop the worker threads (a later block starts them again)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __del__(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=False)
 
     # -- geometry --------------------------------------------------------------------------
     @property
@@ -138,7 +160,7 @@ class BlockPredictor:
             else contextlib.nullcontext()
         )
         with amp:
-            y = self.model(x)
+            y = self.model(x) if self.compiled is None else self.compiled(x)
         if not self._checked:
             self._check_output(x, y)
         return apply_activation(y.float(), self.info)
@@ -169,9 +191,10 @@ class BlockPredictor:
         return predict_tta(self._forward, x, axes, self.info)
 
     # -- blocks ----------------------------------------------------------------------------
-    def predict_block(self, x: torch.Tensor, block: Block) -> torch.Tensor:
+    def predict_block(self, x: torch.Tensor, block: Block, dtype: str = "float32") -> torch.Tensor:
         """Blended probabilities ``(C, *written shape)`` for ``block``, whose normalised, padded
-        input region ``x`` ``(Z, Y, X)`` is on the device.
+        input region ``x`` ``(Z, Y, X)`` is on the device, as ``dtype`` (``"float32"``, or an
+        output type of :func:`to_output_dtype`).
 
         An out-of-memory error halves the batch (then the tile), logs a warning and redoes
         the block; :class:`OutOfMemory` when nothing is left to shrink.
@@ -180,7 +203,7 @@ class BlockPredictor:
             failure = None
             try:
                 with torch.inference_mode():
-                    return self._predict_block(x, block)
+                    return self._predict_block(x, block, dtype)
             except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(err):
                     raise
@@ -208,7 +231,7 @@ class BlockPredictor:
         self.tile = smaller
         logger.warning("out of memory (%s); retrying with batch 1 and tile %s", failure, self.tile)
 
-    def _predict_block(self, x: torch.Tensor, block: Block) -> torch.Tensor:
+    def _predict_block(self, x: torch.Tensor, block: Block, dtype: str) -> torch.Tensor:
         shape = tuple(int(s) for s in x.shape)
         crop = block.crop
         tile = tuple(min(t, s) for t, s in zip(self.tile, shape))
@@ -222,17 +245,16 @@ class BlockPredictor:
         ]
         positions = list(itertools.product(*[range(len(st)) for st in starts]))
         group = self.batch if self.mode == "3d" else max(1, self.batch // tile[0])
-        acc = torch.zeros((self.info.out_channels, *shape), dtype=torch.float32, device=self.device)
-        scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
+        chunks = []
         for i in range(0, len(positions), group):
             chunk = positions[i : i + group]
-            regions = [
-                tuple(slice(starts[a][j], starts[a][j] + tile[a]) for a, j in enumerate(pos)) for pos in chunk
-            ]
-            y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
-            for k, (pos, r) in enumerate(zip(chunk, regions)):
-                w = self._weight(tile, overlap, tuple(flags[a][j] for a, j in enumerate(pos)), scratch)
-                acc[(slice(None), *r)].addcmul_(y[k], w)  # acc += y * w in one pass
+            regions = [tuple(slice(starts[a][j], starts[a][j] + tile[a]) for a, j in enumerate(p)) for p in chunk]
+            tflags = [tuple(flags[a][j] for a, j in enumerate(p)) for p in chunk]
+            chunks.append((regions, tflags))
+        acc = torch.zeros((self.info.out_channels, *shape), dtype=torch.float32, device=self.device)
+        for regions, y in self._weighted(x, chunks, tile, overlap):
+            for k, r in enumerate(regions):
+                acc[(slice(None), *r)].add_(y[k])
             del y
         wz, wy, wx = (
             torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])
@@ -241,7 +263,47 @@ class BlockPredictor:
             for n, st, t, o, fl, c in zip(shape, starts, tile, overlap, flags, crop)
         )
         wsum = wz.view(-1, 1, 1) * wy.view(1, -1, 1) * wx.view(1, 1, -1)
-        return acc[(slice(None), *crop)].div_(wsum)
+        p = acc[(slice(None), *crop)]
+        if dtype == "float16":  # divide straight into the output type: one pass, half the bytes
+            return torch.div(p, wsum, out=torch.empty(p.shape, dtype=torch.float16, device=self.device))
+        return to_output_dtype(p.div_(wsum), dtype)
+
+    def _weighted_batch(self, x: torch.Tensor, regions: list, tflags: list, tile: tuple, overlap: tuple) -> torch.Tensor:
+        """Probabilities of a batch of tiles of ``x``, each multiplied by its blending weight."""
+        with torch.inference_mode():
+            y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
+            scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
+            for k, f in enumerate(tflags):
+                y[k].mul_(self._weight(tile, overlap, f, scratch))
+            return y
+
+    def _weighted(self, x: torch.Tensor, chunks: list, tile: tuple, overlap: tuple):
+        """``(regions, weighted probabilities)`` of each chunk of tiles, in order.
+
+        With one worker, batches run in this thread; with more, up to ``workers + 1`` batches
+        are in flight in the pool while this thread adds finished ones to the block's sum.
+        """
+        if self.workers <= 1 or len(chunks) <= 1:
+            for regions, tflags in chunks:
+                yield regions, self._weighted_batch(x, regions, tflags, tile, overlap)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="emseg-net")
+        pending: deque[tuple[list, Future]] = deque()
+        todo = iter(chunks)
+        try:
+            for regions, tflags in todo:
+                pending.append((regions, self._pool.submit(self._weighted_batch, x, regions, tflags, tile, overlap)))
+                if len(pending) > self.workers:
+                    regions0, fut = pending.popleft()
+                    yield regions0, fut.result()
+            while pending:
+                regions0, fut = pending.popleft()
+                yield regions0, fut.result()
+        finally:  # an error (or OOM) in one batch: let the others finish before the block is redone
+            for _, fut in pending:
+                fut.cancel()
+            wait([fut for _, fut in pending])
 
 
 def _channels_last(model: torch.nn.Module) -> None:
