@@ -14,7 +14,8 @@ all through ``fine_tune(..., dims="3d")`` with the same seed, patches, steps and
   blocks frozen (the RETINA default, ``transfer="auto"``);
 * ``inflated-trained``: the same, the blocks trained (``transfer="transformer"``).
 
-    python bench/inflate_transfer.py --out /tmp/inflate          # about 8 minutes, one thread
+    python bench/inflate_transfer.py --out /tmp/inflate          # RETINA 3 min + about 3 min an arm
+    python bench/inflate_transfer.py --arms scratch --steps 100 --retina R.safetensors --out /tmp/a  # one arm
     python bench/inflate_transfer.py --steps 4 --pretrain-steps 2 --out /tmp/smoke
 """
 

@@ -105,4 +105,4 @@ def describe(src_arch: str, dst_arch: str, mode: Mode, loaded: int, missing: lis
     """What a fine-tuned model's card records about the inflation."""
     return {"from": src_arch, "to": dst_arch, "kernels": mode, "tensors": loaded,
             "position": "in-plane sin-cos per section + z gate from 0" if dst_arch == "unetr" else "none (CNN)",
-            "fresh": sorted({k.rsplit(".", 1)[0] for k in missing})[:8]}
+            "fresh": sorted({k.rsplit(".", 1)[0] if k.endswith((".weight", ".bias")) else k for k in missing})[:8]}
