@@ -189,6 +189,11 @@ def test_diverse_suggestions_skip_slices_like_the_painted_ones():
     found = suggest_diverse(umap, feats, painted=[0], n=2)
     assert [s.index for s in found] == [7, 4]  # the most uncertain unlike 0, then (nothing else new) the top
     assert [s.index for s in suggest_diverse(umap, feats, painted=[0], n=1, exclude=[7])] == [8]
+    # an outlier (9) is farthest from the painted slice but typical of nothing: represent weighs it down
+    feats = np.array([[1.0, 0, 0]] * 5 + [[0.7, 0.7, 0]] * 4 + [[0, 0, 1.0]])
+    flat = UncertaintyMap(0, (10, 16, 16), (1, 8, 8), np.ones((10, 2, 2), np.float32), np.full(10, 0.5), "entropy")
+    assert suggest_diverse(flat, feats, painted=[0], n=1, represent=0)[0].index == 9
+    assert suggest_diverse(flat, feats, painted=[0], n=1)[0].index == 5
 
 
 def test_slice_features_tell_textures_apart_and_suggest_job_takes_the_method(tiny_em):

@@ -220,6 +220,7 @@ def suggest_diverse(
     exclude: Sequence[int] = (),
     region: Sequence[int] = (128, 128),
     power: float = 1.0,
+    represent: float = 1.0,
 ) -> list[Suggestion]:
     """The ``n`` slices that are uncertain *and* unlike what is painted or already suggested.
 
@@ -227,13 +228,20 @@ def suggest_diverse(
     mean uncertainty (scaled to the most uncertain candidate) and ``d`` its cosine distance, in
     ``features`` (one row per slice, :func:`slice_features`), to the nearest painted or chosen
     slice (scaled to the farthest candidate); with nothing painted, or no candidate unlike the
-    chosen ones, ``d = 1``: uncertainty alone decides.
+    chosen ones, ``d = 1``: uncertainty alone decides. The product is weighed by how typical the
+    slice is, ``r ** represent``: ``r`` is the smallest mean cosine distance of a candidate to
+    all candidates divided by the slice's own, so an outlier (a damaged or edge section, far
+    from everything) is not taken for being far from what is painted; ``represent=0`` is the
+    plain core-set choice.
     """
     values = np.nan_to_num(np.asarray(umap.slice_scores, np.float64), nan=0.0)
     f = np.asarray(features, np.float64)
     f = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
     banned = {int(p) for p in painted} | {int(e) for e in exclude}
     anchors = [int(p) for p in painted if 0 <= int(p) < len(f)]
+    pool = np.array([i for i in range(len(values)) if i not in banned], np.int64)
+    spread = (1 - f @ f[pool].T).clip(0, None).mean(axis=1) if pool.size else np.ones(len(f))
+    typical = spread[pool].min() / np.maximum(spread, 1e-12) if pool.size else np.ones(len(f))
     chosen: list[int] = []
     for _ in range(n):
         cand = np.array([i for i in range(len(values)) if i not in banned and i not in chosen], np.int64)
@@ -243,7 +251,8 @@ def suggest_diverse(
         d = (1 - f[cand] @ f[anchors].T).min(axis=1) if anchors else np.ones(len(cand))
         d = np.clip(d, 0, None)
         d = d / d.max() if d.max() > 1e-9 else np.ones(len(cand))  # nothing new left: uncertainty decides
-        pick = int(cand[np.argmax(u**power * (d + 1e-3))])  # among equals, the more uncertain
+        weight = np.clip(typical[cand], 0, 1) ** represent
+        pick = int(cand[np.argmax(u**power * (d + 1e-3) * weight)])  # among equals, the more uncertain
         chosen.append(pick)
         anchors.append(pick)
     out = []
