@@ -74,17 +74,18 @@ def test_unfrozen_transformer_trains_at_the_encoder_rate(retina_encoder):
     assert {id(p) for p in model.encoder.stem.parameters()} <= {id(p) for p in rest["params"]}
 
 
-def test_a_2d_retina_encoder_fine_tunes_a_3d_network_inflated(tiny_em, retina_encoder):
+@pytest.mark.parametrize("inflate", ["centre", "average"])
+def test_a_2d_retina_encoder_fine_tunes_a_3d_network_inflated(tiny_em, retina_encoder, inflate):
     path, pretrained = retina_encoder
     lab = np.zeros_like(tiny_em.mitochondria)
     lab[4] = tiny_em.mitochondria[4]
     cfg = FineTuneConfig(task="mitochondria", dims="3d", patch=(4, 32, 32), batch_size=1, steps=2, lr=1e-2,
-                         calibrate=False, holdout=False)
+                         calibrate=False, holdout=False).override([f"inflate={inflate}"])
     result = drain(fine_tune(str(path), tiny_em.raw, lab, cfg, voxel_size=(40.0, 8.0, 8.0)), show=False)
     model = result.model
     assert model.config.arch == "unetr" and model.config.pos_embed == "inplane"
     transplant = load_checkpoint(result.checkpoint, tensors=False).card["transplant"]
-    assert transplant["inflated"]["from"] == "transunet2d" and transplant["inflated"]["kernels"] == "centre"
+    assert transplant["inflated"]["from"] == "transunet2d" and transplant["inflated"]["kernels"] == inflate
     assert transplant["part"] == "encoder.blocks" and transplant["frozen"]  # RETINA: the transformer stays frozen
     src = pretrained.encoder.transformer.state_dict()
     for k, v in model.encoder.blocks.state_dict().items():

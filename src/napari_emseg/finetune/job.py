@@ -88,6 +88,9 @@ class FineTuneConfig(Config):
         for near-isotropic volumes (:func:`~.layout.detect_layout`; recorded in the card under
         ``layout``); ``"2d"``/``"3d"`` force it. A residual U-Net encoder follows the choice
         (its kernels deflated to 2D or inflated to 3D); other encoders keep their own.
+    inflate
+        How a 2D encoder's kernels become 3D for a 3D network: ``"centre"`` (the middle z tap,
+        exact on z-constant volumes) or ``"average"`` (spread over z, I3D); docs/pretraining.md.
     validate_every, patience, holdout, holdout_min_slices
         With at least ``holdout_min_slices`` painted slices and ``holdout``, the last one is held
         out and scored every ``validate_every`` steps; training stops after ``patience`` scores
@@ -130,6 +133,7 @@ class FineTuneConfig(Config):
     holdout: bool = True
     holdout_min_slices: int = 4
     dims: Dims = "auto"
+    inflate: Literal["centre", "average"] = "centre"
     preview_every: int = 0
     preview_z: int | None = None
     seed: int = 0

@@ -70,7 +70,7 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
     (training continues), or an encoder name/path (a fresh head on the transplanted encoder).
     ``dims`` (2 or 3) is the network the data asks for (a residual U-Net encoder follows it; a 2D
     encoder with a 3D counterpart is inflated into it for ``dims=3``, kernels by
-    ``cfg.inflate`` if the config has that field, else ``"centre"``: see
+    ``cfg.inflate`` (:class:`~.job.FineTuneConfig`; ``"centre"`` for a config without it): see
     :mod:`napari_emseg.models.inflate`).
     Returns the model and a summary of the transplant (``None`` when nothing was pretrained).
     """
