@@ -4,7 +4,8 @@ Same model, same volume, one process. Each method goes from the raw uint8 volume
 maps (intensity range, normalisation, network, sigmoid, blending), and is timed and watched for
 peak resident memory (psutil, sampled every 2 ms, minus the resident memory before it started):
 
-* ``predict_tiled`` (this package: blocks, Gaussian-blended tiles, reader/writer threads);
+* ``predict_tiled`` (this package: blocks, Gaussian-blended tiles, reader/writer threads, its
+  default worker threads), and ``predict_tiled[FIELD=VALUE]`` for each ``--variant``;
 * ``monai``: ``monai.inferers.sliding_window_inference`` on the whole normalised volume in
   memory, same tile, overlap (0.25), Gaussian blending (sigma 0.125) and batch; and
   ``monai_default`` with MONAI's default ``sw_batch_size=1``, as it is most often called;
@@ -15,7 +16,9 @@ bf16 peak its FLOPs reach; and, unless ``--stream-gb 0``, it streams a zarr volu
 gigabytes (written lazily with dask into a temporary folder, deleted afterwards) through a cheap
 model and prints peak RSS against the volume's size.
 
-    python bench/inference.py                    # CPU defaults, ~6 min on a shared 2-core CPU
+    python bench/inference.py                    # CPU defaults, ~12 min on a shared 2-core CPU
+    python bench/inference.py --cases resunet --variant workers=1    # one case, plus a config variant
+    python bench/inference.py --cases pointwise --skip monai_default,naive --variant compile=true
     python bench/inference.py --stream-gb 4      # plus the out-of-core run
     python bench/inference.py --skip-compare --json unetr.json   # UNETR ViT-B throughput only (GPU)
 """
