@@ -16,33 +16,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 
-def pump(app, seconds: float) -> None:
-    t0 = time.time()
-    while time.time() - t0 < seconds:
-        app.processEvents()
-        time.sleep(0.05)
-
-
 def main(out_dir: str = "docs/images") -> int:
-    import napari
-    from qtpy.QtWidgets import QApplication
+    from _viewer import pump, sample_viewer  # scripts/_viewer.py
 
     from napari_emseg._qt.finetune_widget import FineTuneWidget
     from napari_emseg._qt.session import session_for
     from napari_emseg.cli.cmd_demo import default_encoder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    app = QApplication.instance()
-    viewer.open_sample("napari-emseg", "synthetic_em")
+    viewer, app, out = sample_viewer(out_dir)
     raw = viewer.layers["synthetic EM"]
     gt = viewer.layers["mitochondria (ground truth)"]
     for layer in viewer.layers:

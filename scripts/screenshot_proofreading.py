@@ -11,19 +11,8 @@ window with the seeds (``proofreading.png``) and after the split (``proofreading
 from __future__ import annotations
 
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-
-
-def wait(app, runner, timeout=1800):
-    t0 = time.time()
-    while runner is not None and runner.running and time.time() - t0 < timeout:
-        app.processEvents()
-        time.sleep(0.05)
-    for _ in range(20):
-        app.processEvents()
 
 
 def overlaps(pred: np.ndarray, truth: np.ndarray) -> dict[tuple[int, int], int]:
@@ -64,17 +53,11 @@ def inner_point(mask: np.ndarray) -> np.ndarray:
 
 
 def main(out_dir: str = "docs/images") -> int:
-    import napari
-    from qtpy.QtWidgets import QApplication
+    from _viewer import sample_viewer, wait  # scripts/_viewer.py
 
     from napari_emseg._qt.segment_widget import SegmentWidget
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    app = QApplication.instance()
-    viewer.open_sample("napari-emseg", "synthetic_em")
+    viewer, app, out = sample_viewer(out_dir)
     raw = viewer.layers["synthetic EM"]
     truth = np.asarray(viewer.layers["neurons (ground truth)"].data)
     z = 16

@@ -10,24 +10,12 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 
 
-def wait(app, runner, timeout=1800):
-    t0 = time.time()
-    while runner.running and time.time() - t0 < timeout:
-        app.processEvents()
-        time.sleep(0.05)
-    for _ in range(20):
-        app.processEvents()
-
-
 def main(out_dir: str = "docs/images") -> int:
-    import napari
-    from qtpy.QtWidgets import QApplication
+    from _viewer import sample_viewer, wait  # scripts/_viewer.py
 
     from napari_emseg._qt.encoder_widget import EncoderWidget
     from napari_emseg._qt.finetune_widget import FineTuneWidget
@@ -35,12 +23,7 @@ def main(out_dir: str = "docs/images") -> int:
     from napari_emseg._qt.session import session_for
     from napari_emseg.cli.cmd_demo import default_encoder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1500, 950)
-    app = QApplication.instance()
-    viewer.open_sample("napari-emseg", "synthetic_em")
+    viewer, app, out = sample_viewer(out_dir)
     raw = viewer.layers["synthetic EM"]
     gt = viewer.layers["mitochondria (ground truth)"]
     gt.visible = False
