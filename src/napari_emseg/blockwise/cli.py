@@ -52,7 +52,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
     post = None
     if task != "none":
         post = post_base(args, info.target).override(getattr(args, "post_overrides", []))
-    from ..cli.cmd_segment import _voxel_size
+    from ..cli._args import voxel_size_of as _voxel_size
 
     vs = _voxel_size(args)
     cfg = BlockwiseConfig(blocks=blocks)

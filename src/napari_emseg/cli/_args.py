@@ -157,3 +157,44 @@ def _is_zarr_array(p: Path) -> bool:
         except (OSError, ValueError):
             return False
     return False
+
+
+def device_list(text: str) -> tuple[str, ...]:
+    """``--devices``: a list of compute devices (:func:`napari_emseg.blockwise.devices.parse_devices`)."""
+    from ..blockwise.devices import parse_devices
+    from ..errors import EmsegError
+
+    try:
+        return parse_devices(text)
+    except EmsegError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--devices {text!r}: ")) from None
+
+
+def given_triple(text: str | tuple[int, ...] | None) -> tuple[int, int, int] | None:
+    """A ``z,y,x`` option's value, parsed already (a tuple) or not (a string); ``None`` when not given."""
+    if not text:
+        return None
+    if not isinstance(text, str):  # already parsed by the option's type
+        return tuple(int(v) for v in text)  # type: ignore[return-value]
+    from ..errors import EmsegError
+
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise EmsegError(f"{text!r}: expected three integers z,y,x, e.g. 16,128,128") from None
+    if len(vals) != 3 or min(vals) < 1:
+        raise EmsegError(f"{text!r}: expected three positive integers z,y,x, e.g. 16,128,128")
+    return vals  # type: ignore[return-value]
+
+
+def voxel_size_of(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """``--voxel-size`` (parsed by its type; a string from older callers is parsed here)."""
+    vs = getattr(args, "voxel_size", None)
+    if isinstance(vs, str):
+        try:
+            vs = voxel_size(vs)
+        except argparse.ArgumentTypeError as err:
+            from ..errors import EmsegError
+
+            raise EmsegError(f"--voxel-size {err}") from None
+    return tuple(vs) if vs else None

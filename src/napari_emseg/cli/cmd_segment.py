@@ -25,12 +25,15 @@ from ..resample import add_voxel_match_arguments, voxel_match_from_args
 from ._args import (
     add_axes_argument,
     check_out_kind,
+    device_list,
     fraction,
     int_triple,
     non_negative_int,
     positive_int,
     voxel_size,
+    voxel_size_of,
 )
+from ._args import given_triple as _triple
 
 HELP = "predict probability maps with a checkpoint, tiled over a volume of any size"
 PREDICTIONS = "predictions"
@@ -93,51 +96,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--local-workers", type=positive_int, default=None, metavar="N",
                    help="with --blocks: workers of the local cluster, one model each (default 1, or one per "
                         "--devices entry); on a machine with several GPUs worker i uses GPU i mod the GPU count")
-    p.add_argument("--devices", type=_devices, default=None, metavar="LIST",
+    p.add_argument("--devices", type=device_list, default=None, metavar="LIST",
                    help="spread prediction over these devices, one worker each: GPU numbers 0,1,2,3, cuda:N, cpu, "
                         "or all; worker i uses device i mod their number (several devices: blockwise on a "
                         "local cluster, --blocks defaulting to 32,256,256; docs/scale-out.md)")
-
-
-def _devices(text: str) -> tuple[str, ...]:
-    from ..blockwise.devices import parse_devices
-    from ..errors import EmsegError
-
-    try:
-        return parse_devices(text)
-    except EmsegError as err:
-        raise argparse.ArgumentTypeError(str(err).removeprefix(f"--devices {text!r}: ")) from None
-
-
-def _triple(text: str | tuple[int, ...] | None) -> tuple[int, int, int] | None:
-    if not text:
-        return None
-    if not isinstance(text, str):  # already parsed by the option's type
-        return tuple(int(v) for v in text)  # type: ignore[return-value]
-    from ..errors import EmsegError
-
-    try:
-        vals = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise EmsegError(f"{text!r}: expected three integers z,y,x, e.g. 16,128,128") from None
-    if len(vals) != 3 or min(vals) < 1:
-        raise EmsegError(f"{text!r}: expected three positive integers z,y,x, e.g. 16,128,128")
-    return vals  # type: ignore[return-value]
-
-
-def _voxel_size(args: argparse.Namespace) -> tuple[float, ...] | None:
-    """``--voxel-size`` (parsed by its type; a string from older callers is parsed here)."""
-    vs = getattr(args, "voxel_size", None)
-    if isinstance(vs, str):
-        from ._args import voxel_size as parse
-
-        try:
-            vs = parse(vs)
-        except argparse.ArgumentTypeError as err:
-            from ..errors import EmsegError
-
-            raise EmsegError(f"--voxel-size {err}") from None
-    return tuple(vs) if vs else None
 
 
 def _axes(args: argparse.Namespace) -> str | None:
@@ -190,10 +152,8 @@ def predict(args: argparse.Namespace) -> Any:
 
     cfg = build_config(args)
     match = voxel_match_from_args(args)
-    image = open_volume(args.image, channel=args.channel, voxel_size=_voxel_size(args), axes=_axes(args))
+    image = open_volume(args.image, channel=args.channel, voxel_size=voxel_size_of(args), axes=_axes(args))
     model = load_model(args.model, device="cpu", expect_in_channels=1)
-    if not match.enabled:
-        _warn_on_resolution(model.info.voxel_size, image.voxel_size if image.voxel_size_known else None)
     out = array_path(args.out, PREDICTIONS)
     attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel,
                         **({"axes": args.axes} if _axes(args) else {})}}
@@ -351,7 +311,7 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
     from ..provenance import record_job
     from ..resample import plan_voxel_match
 
-    image = open_volume(args.image, channel=args.channel, voxel_size=_voxel_size(args), axes=_axes(args))
+    image = open_volume(args.image, channel=args.channel, voxel_size=voxel_size_of(args), axes=_axes(args))
     config = segment_config(args)
     if post is not None:  # the section of the model's target (tuned or as given)
         name = next(f.name for f in dataclasses.fields(config) if type(getattr(config, f.name)) is type(post))
@@ -432,13 +392,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{summary['postprocess']}: instance labels")
     return 0
 
-
-def _warn_on_resolution(model_vs: Any, data_vs: Any) -> None:
-    if not model_vs or not data_vs:
-        return
-    ratios = [float(d) / float(m) for d, m in zip(data_vs, model_vs) if float(m) > 0]
-    if ratios and (max(ratios) > 1.5 or min(ratios) < 1 / 1.5):
-        logger.warning(
-            "the model was trained at %s nm voxels, the image has %s nm: predictions may be poor; "
-            "resample the image or fine-tune on it", tuple(model_vs), tuple(data_vs),
-        )
