@@ -28,6 +28,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import JobRunner
 from .device_choice import DeviceChoice
+from .layers import layer_voxel_size
 from .measure_panel import MeasurePanel
 from .proofread_panel import ProofreadPanel
 from .segment_settings import SegmentSettings
@@ -395,10 +396,3 @@ class SegmentWidget(QWidget):
         show_info(f"napari-emseg: labels written to {written}")
         return written
 
-
-def layer_voxel_size(layer: Any) -> tuple[float, float, float] | None:
-    """A layer's (z, y, x) scale as a voxel size, or ``None`` when napari's default (all 1) says nothing."""
-    scale = tuple(float(s) for s in layer.scale[-3:])
-    if len(scale) < 3 or all(abs(s - 1.0) < 1e-9 for s in scale):
-        return None
-    return scale  # type: ignore[return-value]

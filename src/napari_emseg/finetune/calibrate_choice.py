@@ -1,8 +1,9 @@
-"""How calibration chooses a post-processing setting: near-best, closest to the defaults,
-kept only when it beats the defaults on held-out painted slices (see :mod:`.calibrate`)."""
+"""How calibration scores and chooses a post-processing setting: near-best, closest to the
+defaults, kept only when it beats the defaults on held-out painted slices (see :mod:`.calibrate`)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Mapping, Sequence
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..config import Config
+from ..progress import Progress
 
 
 def choose_setting(
@@ -125,3 +127,35 @@ def _round(v: Any) -> Any:
 
 def _fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _score_grid(predictions, target, info, voxel_size, task, base, grid, ax, slices, reference, metric, folds, done):
+    """Every grid setting scored on the painted slices: pooled and per fold, with object counts."""
+    from ..painted import score_stack
+    from ..tuning import CHEAP_FIELDS, _plan, _Source
+
+    expensive, cheap = _plan(base, grid, CHEAP_FIELDS[task])
+    builds = list(itertools.product(*expensive.values()))
+    source = _Source(predictions, target, tuple(info.offsets), voxel_size, task)
+    fields = [*expensive, *cheap]
+    spans = {k: _span(v) for k, v in {**expensive, **cheap}.items()}
+    table: list[dict[str, Any]] = []
+    fold_scores: list[list[float]] = []
+    objects: list[int] = []
+    dist: list[float] = []
+    for step, values in enumerate(builds, start=1):  # the base values first: row 0 is the defaults
+        cfg = _with_values(base, dict(zip(expensive, values)))
+        scorer = source.build(cfg, ax, slices)
+        for cvals in itertools.product(*cheap.values()):
+            row = {**dict(zip(expensive, values)), **dict(zip(cheap, cvals))}
+            stack = scorer(_with_values(cfg, dict(zip(cheap, cvals))))
+            per = [score_stack(f(stack), f(reference), metric) for f in folds]
+            n_obj = int(sum(np.count_nonzero(np.unique(s)) for s in stack))
+            table.append({**row, "score": score_stack(stack, reference, metric), "folds": per, "objects": n_obj})
+            fold_scores.append(per)
+            objects.append(n_obj)
+            dist.append(sum(_distance(row[k], _get(base, k), spans[k]) for k in fields))
+        del scorer
+        yield Progress(done + step, done + len(builds), "calibrate",
+                       f"post-processing build {step}/{len(builds)} on the painted slices")
+    return table, np.asarray(fold_scores, float), np.asarray(objects), np.asarray(dist), len(builds)
