@@ -89,7 +89,8 @@ def test_cancel_token_and_ctrl_c_stop_between_blocks(tmp_path):
 
 def test_out_of_memory_halves_batch_then_tile_and_warns(caplog):
     vol = em_volume((16, 64, 64), seed=7)
-    cfg = InferenceConfig(device="cpu", tile=(8, 32, 32), batch=4, block=(16, 64, 64))
+    # one forward pass at a time, so the failures are counted exactly (several workers: test_fastpath)
+    cfg = InferenceConfig(device="cpu", tile=(8, 32, 32), batch=4, block=(16, 64, 64), workers=1)
     ref = drain(predict_tiled(ConvNet(tile=(8, 32, 32)), vol, None, cfg), show=False)
 
     # fits one tile per pass: batch 4 -> 2 -> 1, same result
