@@ -124,8 +124,20 @@ def test_target_errors_say_what_to_paint():
         boundary_targets(find_annotations(one, one.shape))
     with pytest.raises(AnnotationError, match="no background"):
         bcd_targets(find_annotations(one, one.shape))
-    scrib = np.zeros((1, 4, 4), np.int64)
-    scrib[0, 0] = 1
-    scrib[0, 2] = 2
-    with pytest.raises(AnnotationError, match="dense slices"):
-        build_targets(find_annotations(scrib, scrib.shape, mode="scribbles"), "bcd")
+
+
+def test_bcd_from_a_painted_region():
+    """A region of a slice painted as scribbles trains mitochondria: foreground wherever painted,
+    contour and distance only on background and objects whole inside the region."""
+    lab = np.zeros((1, 12, 12), np.int64)
+    lab[0, 2:10, 2:10] = 1  # the painted region: background ...
+    lab[0, 4:7, 4:7] = 5  # ... a mitochondrion inside it
+    lab[0, 2:4, 8:10] = 6  # ... and one cut by the region's edge
+    t = build_targets(find_annotations(lab, lab.shape, mode="scribbles", context=(0, 1, 1)), "bcd")
+    fg, contour, dist = t.target[:, 0]
+    known_fg, known_shape = t.mask[0, 0], t.mask[1, 0]
+    assert fg.sum() == 9 + 4 and known_fg.sum() == 64  # crop 1:11: one unpainted voxel around the region
+    assert contour[3:6, 3:6].sum() == 8 and dist[4, 4] == 1.0  # the whole object: ring and centre
+    assert known_shape[3:6, 3:6].all()
+    assert not known_shape[1:3, 7:9].any() and known_shape[1:3, 1:7].all()  # the cut object: foreground only
+    np.testing.assert_array_equal(t.mask[1], t.mask[2])

@@ -107,13 +107,11 @@ def bcd_targets(ann: Annotations, contour_width: int = 1, lenient: bool = False)
     """Foreground, contour and normalised distance, per slice in the painted plane.
 
     Binary labels (one value) are split into objects by 2D connected components; instance
-    labels keep their ids.
+    labels keep their ids. Scribbles (a painted region of a slice: the background label and
+    the objects in it) train the foreground wherever painted; contour and distance are known
+    on the painted background and on objects that do not touch an unpainted voxel in their
+    plane (a stroke across a mitochondrion, or one cut by the region's edge, shows no shape).
     """
-    if ann.mode == "scribbles":
-        raise AnnotationError(
-            "mitochondria need whole objects: switch to dense slices and paint every "
-            "mitochondrion in each painted slice completely (0 elsewhere in that slice is background)"
-        )
     ids = instance_ids(ann)
     known = ann.mask
     if not lenient and not (ids[known] > 0).any():
@@ -124,6 +122,7 @@ def bcd_targets(ann: Annotations, contour_width: int = 1, lenient: bool = False)
     fg = (ids > 0).astype(np.float32)
     contour = np.zeros(ids.shape, np.float32)
     dist = np.zeros(ids.shape, np.float32)
+    shape_known = known.copy()
     binary = len(np.unique(ids[ids > 0])) == 1
     for i in range(ids.shape[axis]):
         index = [slice(None)] * 3
@@ -131,12 +130,15 @@ def bcd_targets(ann: Annotations, contour_width: int = 1, lenient: bool = False)
         sl = tuple(index)
         if not known[sl].any():
             continue
-        plane = ids[sl]
+        plane = np.where(known[sl], ids[sl], 0)
         if binary:
             plane = ndi.label(plane > 0)[0]
         contour[sl], dist[sl] = contour_and_distance(plane, contour_width)
+        if ann.mode == "scribbles" and not known[sl].all():
+            cut = np.unique(plane[ndi.binary_dilation(~known[sl]) & (plane > 0)])
+            shape_known[sl] &= ~np.isin(plane, cut)
     target = np.stack([fg, contour, dist])
-    mask = np.broadcast_to(known[None], target.shape).astype(np.float32)
+    mask = np.stack([known, shape_known, shape_known]).astype(np.float32)
     return Targets(target, mask, "bcd", ("foreground", "contour", "distance"))
 
 
