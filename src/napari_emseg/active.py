@@ -180,8 +180,11 @@ def suggest_job(
     (:func:`~napari_emseg.finetune.annotations.find_annotations`); for 3D or scribble labels the
     slices along ``config.axis`` that hold any label count as painted.
 
-    ``method``: ``"uncertainty"`` (:func:`suggest_slices`) or ``"diverse"`` (uncertainty times
-    feature distance to what is painted, :func:`suggest_diverse`).
+    ``method``: ``"uncertainty"`` (:func:`suggest_slices`), ``"diverse"`` (uncertainty times
+    feature distance to what is painted, :func:`suggest_diverse`) or ``"regions"`` (``n``
+    ``region``-sized windows across all unpainted voxels, not whole slices:
+    :func:`~napari_emseg.active_regions.suggest_regions`; scribbled labels count as painted only
+    where they are).
 
     Returns
     -------
@@ -200,13 +203,19 @@ def suggest_job(
         others = tuple(a for a in range(3) if a != axis)
         painted = tuple(int(i) for i in np.flatnonzero((lab != 0).any(axis=others)))
     umap = yield from uncertainty_job(model, image, config.replace(axis=axis), out=out)
-    if method == "diverse" and axis == 0:
+    if method == "regions":
+        from .active_regions import painted_cells, suggest_regions
+
+        mask = None if ann.axis is not None else painted_cells(umap, np.asarray(labels) != 0)
+        found = suggest_regions(umap, n, region, painted=painted if mask is None else (), painted_mask=mask,
+                                exclude=exclude)
+    elif method == "diverse" and axis == 0:
         feats = slice_features(model, image, device=config.inference.device)
         found = suggest_diverse(umap, feats, painted, n, exclude=exclude, region=region)
     elif method in ("uncertainty", "diverse"):
         found = suggest_slices(umap, painted, n, min_gap, exclude=exclude, region=region)
     else:
-        raise ValueError(f"method must be 'uncertainty' or 'diverse', got {method!r}")
+        raise ValueError(f"method must be 'uncertainty', 'diverse' or 'regions', got {method!r}")
     logger.info("next slices to paint: %s", [s.index for s in found])
     return SuggestResult(umap, painted, found)
 

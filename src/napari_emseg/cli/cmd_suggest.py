@@ -3,7 +3,8 @@
     napari-emseg suggest --image raw.zarr --model mito.safetensors --labels painted.zarr --n 5
 
 prints one line per suggestion (slice, its mean uncertainty, and its most uncertain region), most
-useful first; painted slices are never suggested. ``--map OUT.zarr`` also writes the full
+useful first; painted slices are never suggested. ``--regions N`` suggests N regions (of
+``--region`` size) across all unpainted slices instead: paint just those windows. ``--map OUT.zarr`` also writes the full
 uncertainty map (open it in napari over the image). ``napari-emseg finetune --suggest N`` does
 the same right after training.
 """
@@ -34,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=["uncertainty", "diverse"], default="uncertainty",
                    help="uncertainty: the most uncertain slices, spread out (default); diverse: uncertainty times "
                         "the distance, in the model's features, to the painted and already suggested slices")
+    p.add_argument("--regions", type=positive_int, default=None, metavar="N",
+                   help="suggest N regions (--region sized, not overlapping, spread over the slices) instead of "
+                        "whole slices")
     p.add_argument("--map", default=None, metavar="OUT.zarr", help="also write the full uncertainty map here")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense", help="how the labels were painted")
     p.add_argument("--channel", type=non_negative_int, default=None, help="channel of a multi-channel image")
@@ -71,18 +75,20 @@ def suggest(model: Any, image: Any, labels: Any, args: argparse.Namespace, n: in
     from ..active import suggest_job
     from ..progress import drain
 
-    job = suggest_job(model, image, labels, n=n, min_gap=getattr(args, "min_gap", None),
+    regions = getattr(args, "regions", None)
+    job = suggest_job(model, image, labels, n=regions or n, min_gap=getattr(args, "min_gap", None),
                       region=region_size(getattr(args, "region", "128,128")),
                       config=uncertainty_config(args), mode=mode, out=out,
-                      method=getattr(args, "method", "uncertainty"))
+                      method="regions" if regions else getattr(args, "method", "uncertainty"))
     return drain(job, desc="uncertainty", show=show)
 
 
-def print_suggestions(result: Any) -> None:
+def print_suggestions(result: Any, regions: bool = False) -> None:
     """The suggestions, one per line, under a header naming the painted slices."""
     axis = "zyx"[result.uncertainty.axis]
     painted = ", ".join(str(i) for i in result.painted) or "none"
-    print(f"next slices to paint along {axis} ({result.uncertainty.measure} uncertainty; painted: {painted}):")
+    what = "regions" if regions else "slices"
+    print(f"next {what} to paint along {axis} ({result.uncertainty.measure} uncertainty; painted: {painted}):")
     if not result.suggestions:
         print("  none: every slice is painted")
     for s in result.suggestions:
@@ -105,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     labels = open_volume(args.labels, axes=args.labels_axes).data
     model = load_model(args.model, device="cpu", expect_in_channels=1)
     result = suggest(model, image.data, labels, args, args.n, mode=args.mode, out=args.map, show=not args.quiet)
-    print_suggestions(result)
+    print_suggestions(result, regions=bool(args.regions))
     if args.map:
         print(f"{args.map}: uncertainty map (1, Z, Y, X)")
     if args.json_out:
