@@ -92,7 +92,8 @@ class FineTuneWidget(QWidget):
         self.status.setWordWrap(True)
         self.suggest = SuggestPanel(napari_viewer, lambda: (
             self.result.checkpoint if self.result is not None else None,
-            self.image_combo.value, self.labels_combo.value))
+            self.image_combo.value, self.labels_combo.value),
+            lambda: "dense" if self.mode.currentIndex() == 0 else "scribbles")
 
         form = QFormLayout()
         form.addRow("image", self.image_combo.native)
