@@ -26,6 +26,13 @@ sections (:mod:`napari_emseg.tuning`) against fixed settings. One torch thread (
     python bench/active.py                       # about 25 min on the shared 2-core CPU
     python bench/active.py --rounds 2 --steps 10 # smoke run
     python bench/active.py --arch unet2d --rounds 2 --steps 40 --strategies diverse,random --json d.json
+
+``--sets vnc,fafb,isbi --seeds 0,1,2`` runs the comparison of ``bench/active_sets.py`` instead
+(three real EM sets, several seeds, slice and region strategies, a smaller network), and
+``--report-sets A.json B.json`` prints its table:
+
+    python bench/active.py --sets vnc --seeds 0,1,2 --rounds 3 --steps 25 --json vnc.json
+    python bench/active.py --report-sets vnc.json fafb.json isbi.json
 """
 
 from __future__ import annotations
@@ -179,7 +186,25 @@ def main() -> None:
     ap.add_argument("--tuning-only", default=None, metavar="Z,Z,...",
                     help="skip the strategies: fine-tune one model on these sections for (rounds + 1) x steps "
                          "steps and compare tuned with fixed post-processing on the test sections")
+    ap.add_argument("--sets", default=None, help="vnc,fafb,isbi: run bench/active_sets.py's comparison instead")
+    ap.add_argument("--seeds", default="0,1,2", help="with --sets: seeds (first slice, training, random order)")
+    ap.add_argument("--first-steps", type=int, default=40, help="with --sets: steps of the first model (default 40)")
+    ap.add_argument("--report-sets", nargs="+", default=None, metavar="JSON", help="print the --sets table of runs")
     args = ap.parse_args()
+    if args.report_sets or args.sets:
+        import active_sets
+
+        if args.report_sets:
+            active_sets.report(args.report_sets)
+            return
+        torch.set_num_threads(1)
+        logging.basicConfig(level=logging.WARNING)
+        strategies = ("random,uncertainty,diverse,regions,rregions" if args.strategies == "suggest,even,random"
+                      else args.strategies).split(",")
+        active_sets.run_sets(args.sets.split(","), [int(v) for v in args.seeds.split(",")], strategies,
+                             args.steps, args.first_steps, args.rounds, args.json)
+        active_sets.report([args.json]) if args.json else None
+        return
     if not DATA.exists():
         print(f"skipped: {DATA} is not here (the benchmark reads it in place)")
         return

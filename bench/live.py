@@ -4,7 +4,13 @@ A scripted painter paints whole sections from the ground truth of real EM (the 2
 Drosophila VNC crop of ``bench/active.py``, mitochondria, 2D instance labels) while
 :func:`napari_emseg.finetune.live.live_fine_tune` trains, one section every ``--every`` seconds
 (``--slices`` in all, spread over the pool of ``bench/active.py``), and moves the view to each
-section it paints, as a user would. Two figures:
+section it paints, as a user would. With ``--follow uncertainty`` the painter paints, after the
+first section, the section that "annotate here next" suggests at that moment instead: it copies
+the live model, computes its uncertainty map (entropy, one pass) and paints the top of
+``suggest_slices`` (test and unlabelled sections excluded); the time that takes is the
+painter's, as it would be the user's. ``--arm then --sections A,B,...`` paints given sections
+(e.g. those a ``--follow`` run chose, from its JSON) for a paint-then-train comparison on the
+same sections. Two figures:
 
 * **stroke -> overlay**: seconds from the moment a section is painted to the first preview of
   that section made by a model that has taken a training step on it (median over the strokes
@@ -23,6 +29,7 @@ long a preview on the CPU), one torch thread; the live loop runs with its automa
     flock /tmp/cpu.lock python bench/live.py --arm live --json live.json     # about 6 min
     flock /tmp/cpu.lock python bench/live.py --arm then --json then.json     # about 5 min
     python bench/live.py --report live.json then.json
+    flock /tmp/cpu.lock python bench/live.py --arm live --follow uncertainty --json follow.json
 """
 
 from __future__ import annotations
@@ -37,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from active import CROP, DATA, LIGHT, TEST, UNANNOTATED, evaluate
+from active import CROP, DATA, INFER, LIGHT, TEST, UNANNOTATED, evaluate
 
+from napari_emseg.active import UncertaintyConfig, suggest_slices, uncertainty_job
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.finetune.live import LiveConfig, ViewSource, live_fine_tune
 from napari_emseg.models import ModelConfig, build_model
@@ -61,18 +69,34 @@ def setup(seed: int):
     return raw, gt, model, cfg
 
 
+def suggested(net, raw, painted: list[int]) -> int:
+    """The section "annotate here next" suggests for a copy of the live model now."""
+    snap = copy.deepcopy(net).eval()
+    ucfg = UncertaintyConfig(measure="entropy", flips="none", inference=INFER)
+    umap = drain(uncertainty_job(snap, raw, ucfg), show=False)
+    return suggest_slices(umap, painted, n=1, exclude=TEST + UNANNOTATED)[0].index
+
+
 def run_live(args) -> dict:
     raw, gt, model, cfg = setup(args.seed)
     labels = np.zeros_like(gt)
-    view, token = ViewSource(ORDER[0]), CancelToken()
+    order = sections(args)
+    view, token = ViewSource(order[0]), CancelToken()
     paints: list[tuple[float, int]] = []
+    net = copy.deepcopy(model)  # live_fine_tune trains this module in place
     t0 = time.perf_counter()
 
     def painter():
-        for i, z in enumerate(ORDER[:args.slices]):
+        painted: list[int] = []
+        for i in range(args.slices):
             wait = t0 + i * args.every - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
+            if i and args.follow == "uncertainty":
+                z = suggested(net, raw, painted)
+            else:
+                z = next(v for v in order if v not in painted)
+            painted.append(z)
             labels[z] = gt[z]  # a whole section, as a user finishes painting it
             view.set(z)
             paints.append((time.perf_counter() - t0, z))
@@ -80,7 +104,7 @@ def run_live(args) -> dict:
     thread = threading.Thread(target=painter, daemon=True)
     thread.start()
     live = LiveConfig(calibrate_on_stop=False)
-    job = cancellable(live_fine_tune(copy.deepcopy(model), raw, labels, cfg, live, view=view, voxel_size=VOXEL), token)
+    job = cancellable(live_fine_tune(net, raw, labels, cfg, live, view=view, voxel_size=VOXEL), token)
     previews, steps = [], 0
     try:
         event = next(job)
@@ -109,7 +133,7 @@ def run_live(args) -> dict:
     later = [x["overlay_s"] for x in latencies[1:] if x["overlay_s"] is not None]
     scores = evaluate(result.model, raw, gt)
     return {"arm": "live", "minutes": args.minutes, "every": args.every, "slices": args.slices, "seed": args.seed,
-            "steps": steps, "previews": len(previews), "latencies": latencies,
+            "follow": args.follow, "sections": [z for _, z in paints], "steps": steps, "previews": len(previews), "latencies": latencies,
             "median_overlay_s": float(np.median(later)) if later else None,
             "preview_cost_s": float(np.median([p["cost_s"] for p in previews])) if previews else None,
             "preview_side": previews[-1]["side"] if previews else None,
@@ -120,7 +144,7 @@ def run_live(args) -> dict:
 
 def run_then(args) -> dict:
     raw, gt, model, cfg = setup(args.seed)
-    painted = list(ORDER[:args.slices])
+    painted = list(sections(args)[:args.slices])
     labels = np.zeros_like(gt)
     labels[painted] = gt[painted]
     painting_min = (args.slices - 1) * args.every / 60  # the last section is done then; nothing trains before
@@ -128,7 +152,15 @@ def run_then(args) -> dict:
     res = drain(fine_tune(copy.deepcopy(model), raw, labels, cfg.replace(steps=10**9, time_limit_min=left),
                           voxel_size=VOXEL), show=False)
     return {"arm": "then", "minutes": args.minutes, "every": args.every, "slices": args.slices, "seed": args.seed,
-            "painting_min": painting_min, "train_min": left, "steps": res.steps, **evaluate(res.model, raw, gt)}
+            "sections": painted, "painting_min": painting_min, "train_min": left, "steps": res.steps, **evaluate(res.model, raw, gt)}
+
+
+def sections(args) -> list[int]:
+    """The painter's order: ``--sections`` or the spread-out pool order."""
+    order = [int(v) for v in args.sections.split(",")] if args.sections else list(ORDER)
+    if set(order) & set(TEST + UNANNOTATED):
+        raise SystemExit(f"--sections {args.sections}: test or unlabelled sections cannot be painted")
+    return order
 
 
 def report(paths: list[str]) -> None:
@@ -137,7 +169,7 @@ def report(paths: list[str]) -> None:
     for r in rows:
         lat = f"median {r['median_overlay_s']:.1f} s ({[x['overlay_s'] for x in r['latencies']]})" if r["arm"] == "live" else ""
         print(f"{r['arm']:>5} {r['seed']:>4} {r['minutes']:>4} {r['steps']:>6} {r['pixel_ap']:>9.3f} {r['iou']:>6.3f} "
-              f"{r['ap50']:>6.3f}  {lat}")
+              f"{r['ap50']:>6.3f}  sections {r.get('sections', '-')} {r.get('follow', '')} {lat}")
 
 
 def main() -> None:
@@ -147,6 +179,10 @@ def main() -> None:
     ap.add_argument("--every", type=float, default=30.0, help="seconds between painted sections (default 30)")
     ap.add_argument("--slices", type=int, default=4, help="sections painted (default 4)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--follow", choices=("order", "uncertainty"), default="order",
+                    help="live arm: paint the fixed order (default) or, after the first, the suggested section")
+    ap.add_argument("--sections", default=None, metavar="Z,Z,...", help="the sections to paint, in order "
+                    "(default: the spread-out pool order; with --follow only the first is used)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--report", nargs="+", default=None, metavar="JSON", help="print a table of earlier runs")
     args = ap.parse_args()
