@@ -31,7 +31,17 @@ the 3D network (test sections predicted as one sub-volume with context, each pai
 with one section before and two after, tile 8x512x512 or the sub-volume); each section is then
 post-processed on its own (2D), as the per-section ground truth asks. One torch thread.
 
+``--arch unet2d`` measures the 2D recipe's network instead: the plain 2D U-Net (MONAI
+``BasicUNet`` 16..256, ``scratch-unet2d``) started from ``--encoder`` (a ``masked2d``-pretrained
+U-Net: every tensor but the head, :func:`~napari_emseg.models.whole_network.transplant_whole`)
+or at random, on 2D patches ``(1, P, P)``; ``fafb`` adds FAFB mitochondria (8 separate 1736^2
+sections, the central 768^2; painted [0] / [0, 1] / [0, 1, 2]; scored on sections 3-7), a set
+no bundled encoder has seen. ``--seeds`` repeats every cell; the summary gives the error cut
+(error = 1 - foreground IoU for mitochondria, tuned ARAND for cells) per cell, mean over seeds.
+
     python bench/finetune_curve.py                   # 39 min on the shared 2-core CPU
+    python bench/finetune_curve.py --arch unet2d --encoder masked2d-unet2d-isbi-vnc --datasets isbi,vnc,fafb \
+        --seeds 0,1,2 --steps 25,50 --patch 1,128,128 --batch 4
     python bench/finetune_curve.py --painted 1,3 --seed 1
     python bench/finetune_curve.py --steps 2 --painted 1 --datasets isbi   # smoke run
 """
@@ -48,12 +58,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from napari_emseg.data.normalize import NormConfig, intensity_range
+from napari_emseg.data.normalize import NormConfig, intensity_range, normalize
 from napari_emseg.evaluation import evaluate
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.inference import InferenceConfig
 from napari_emseg.models import build_model
-from napari_emseg.models.build import segmentation_config
+from napari_emseg.models.build import ModelConfig, segmentation_config
 from napari_emseg.models.checkpoint import load_checkpoint
 from napari_emseg.models.heads import head_info
 from napari_emseg.models.registry import get_encoder, model_for_encoder
@@ -81,21 +91,34 @@ DATASETS = {
               "min_size": (0, 100, 400)},
         metrics=("voi_split", "voi_merge", "arand"),
     ),
+    "fafb": dict(
+        path=Path("/work/shared/data/fafb-mito/fafb_mito_8slices.npz"), gt="mito",
+        crop=(slice(None), slice(484, 1252), slice(484, 1252)), voxel_size=(40.0, 8.0, 8.0),
+        task="mitochondria", target="bcd", test=(3, 4, 5, 6, 7), test_run=(3, 8),
+        painted={1: (0,), 2: (0, 1), 3: (0, 1, 2)},
+        grid={"seed_foreground": (0.5, 0.7, 0.9), "foreground_threshold": (0.3, 0.5, 0.7), "min_size": (0, 128, 512)},
+        metrics=("iou", "ap50", "ap75"), separate=True,
+    ),
 }
 LOWER_IS_BETTER = {"voi_split", "voi_merge", "voi", "arand"}
 ARMS = {"pretrained": True, "scratch": False}  # arm -> the encoder's weights are transplanted
 
 
-def build_arm(pretrained: bool, ds: dict, patch, norm: NormConfig, seed: int) -> torch.nn.Module:
-    """The segmentation network on the bundled encoder (weights transplanted) or the same one at random."""
+def build_arm(pretrained: bool, ds: dict, patch, norm: NormConfig, seed: int, encoder: str = ENCODER,
+              arch: str = "resunet") -> torch.nn.Module:
+    """The segmentation network on the encoder (weights transplanted) or the same one at random."""
     info = head_info(ds["target"], task=ds["task"], tile=tuple(patch), voxel_size=ds["voxel_size"], norm=norm)
     torch.manual_seed(seed)  # the same decoder and head initialisation in both arms
     if pretrained:
-        model, report = model_for_encoder(ENCODER, info)
-        if report.missing:
-            raise SystemExit(f"transplant of {ENCODER} left {len(report.missing)} encoder tensors missing")
+        model, report = model_for_encoder(encoder, info)
+        if arch == "unet2d" and any(not k.startswith("net.final_conv.") for k in report.missing):
+            raise SystemExit(f"transplant of {encoder} left body tensors missing: {report.missing}")
+        if arch != "unet2d" and report.missing:
+            raise SystemExit(f"transplant of {encoder} left {len(report.missing)} encoder tensors missing")
         return model.train()
-    cfg = load_checkpoint(get_encoder(ENCODER).location, tensors=False).config
+    if arch == "unet2d":
+        return build_model(ModelConfig(arch="unet2d"), info).train()
+    cfg = load_checkpoint(get_encoder(encoder).location, tensors=False).config
     return build_model(segmentation_config(cfg, info.out_channels), info).train()
 
 
@@ -121,7 +144,8 @@ def score(model, raw, gt, painted, ds: dict, infer: InferenceConfig) -> dict[str
     """Scores of the test sections with the default post-processing and with settings tuned on
     the painted sections (every section post-processed in 2D, with the 3D network's maps)."""
     test = list(ds["test"])
-    runs = sorted({(max(0, p - 1), min(raw.shape[0], p + 3)) for p in painted} | {ds["test_run"]})
+    ctx = (0, 1) if model.info.spatial_dims == 2 else (1, 3)  # a 2D network needs no neighbouring sections
+    runs = sorted({(max(0, p - ctx[0]), min(raw.shape[0], p + ctx[1])) for p in painted} | {ds["test_run"]})
     maps = predict_runs(model, raw, runs, ds, infer)
     ref = np.zeros((2 * len(painted) - 1, *gt.shape[1:]), gt.dtype)
     ref[::2] = gt[list(painted)]
@@ -145,15 +169,50 @@ def score(model, raw, gt, painted, ds: dict, infer: InferenceConfig) -> dict[str
     return out
 
 
-def run_one(ds: dict, raw, gt, norm, n: int, arm: str, steps: list[int], args, infer, log) -> dict[int, dict]:
+#: ISBI's reduced tuning grid for the 2D U-Net runs (waterz on one 512^2 section per setting)
+GRID_2D = {"merge_function": ("mean",), "threshold": tuple(round(0.1 * i, 1) for i in range(1, 10)),
+           "min_size": (0, 100)}
+
+
+def score2d(model, raw, gt, painted, ds: dict) -> dict[str, float]:
+    """The lean scores of a 2D network: each section predicted whole in one forward pass.
+    Mitochondria: foreground IoU (map > 0.5) pooled over the test sections, no post-processing.
+    Cells: VOI and ARAND of the test sections with the watershed settings tuned on the painted
+    sections (:data:`GRID_2D`)."""
+    test = list(ds["test"])
+    need = test + ([] if ds["task"] == "mitochondria" else list(painted))
+    lo, hi = model.info.norm.lo, model.info.norm.hi
+    model.eval()
+    maps = {}
+    with torch.no_grad():
+        for z in need:
+            x = torch.from_numpy(normalize(raw[z], lo, hi, model.info.norm.invert))[None, None]
+            maps[z] = torch.sigmoid(model(x))[0].numpy()
+    if ds["task"] == "mitochondria":
+        fg = np.stack([maps[z][0] > 0.5 for z in test]).astype(np.uint8)
+        return {"iou": slice_score(fg, gt[test], range(len(test)), metric="iou"), "tune_s": 0.0}
+    ref = np.zeros((2 * len(painted) - 1, *gt.shape[1:]), gt.dtype)
+    ref[::2] = gt[list(painted)]
+    t0 = time.perf_counter()
+    tuned = tune_postprocess(isolated([maps[p] for p in painted], ds["target"]), ds["target"], ref,
+                             grid=GRID_2D, voxel_size=ds["voxel_size"]).config
+    out: dict[str, float] = {"tune_s": time.perf_counter() - t0}
+    pred = extract_instances(isolated([maps[z] for z in test], ds["target"]), ds["target"], tuned,
+                             voxel_size=ds["voxel_size"])[::2]
+    rows = [evaluate(p[None], gt[z][None], "neurons") for p, z in zip(pred, test)]
+    out.update({f"{m}_tuned": float(np.mean([r[m] for r in rows])) for m in ("voi_split", "voi_merge", "arand")})
+    return out
+
+
+def run_one(ds: dict, raw, gt, norm, n: int, arm: str, steps: list[int], args, infer, log, seed: int) -> dict[int, dict]:
     pretrained = ARMS[arm]
     painted = ds["painted"][n]
-    model = build_arm(pretrained, ds, args.patch, norm, args.seed)
+    model = build_arm(pretrained, ds, args.patch, norm, seed, args.encoder, args.arch)
     labels = np.zeros_like(gt)
     labels[list(painted)] = gt[list(painted)]
     cfg = FineTuneConfig(task=ds["task"], target=ds["target"], patch=tuple(args.patch), batch_size=args.batch,
                          steps=max(steps), lr=args.lr, encoder_lr_scale=1.0, holdout=False,
-                         device="cpu", seed=args.seed)
+                         device="cpu", seed=seed, calibrate=False)
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
     spent = [0.0]
@@ -163,12 +222,13 @@ def run_one(ds: dict, raw, gt, norm, n: int, arm: str, steps: list[int], args, i
             return
         t = time.perf_counter()
         train_s = t - t0 - spent[0]  # fine-tuning time so far, scoring left out
-        res = score(model, raw, gt, painted, ds, infer)
+        res = (score2d(model, raw, gt, painted, ds) if args.arch == "unet2d"
+               else score(model, raw, gt, painted, ds, infer))
         model.train()
         spent[0] += time.perf_counter() - t
         res.update(loss=float(event.metrics.get("loss", float("nan"))), train_s=train_s)
         results[event.step] = res
-        log(f"  {arm:>14} painted {list(painted)} step {event.step:>4}: "
+        log(f"  {arm:>10} seed {seed} painted {list(painted)} step {event.step:>4}: "
             + "  ".join(f"{k} {v:.3f}" for k, v in res.items() if not k.endswith("_s"))
             + f"  (train {res['train_s']:.0f} s, tune {res['tune_s']:.0f} s, eval {time.perf_counter() - t:.0f} s)")
 
@@ -204,21 +264,80 @@ def print_table(name: str, ds: dict, res: dict, arms: list[str], steps: list[int
                                                                     for g in gains) + " |")
 
 
+def error(r: dict, task: str) -> float:
+    """The error the summary cuts: 1 - foreground IoU (mitochondria), tuned ARAND (cells)."""
+    return 1.0 - r["iou"] if task == "mitochondria" else r["arand_tuned"]
+
+
+def summary(every: dict) -> list[dict]:
+    """Per (set, painted, steps): each arm's error, mean and per seed, and the cut of pretrained over scratch."""
+    rows = []
+    for name, by_seed in every.items():
+        task = DATASETS[name]["task"]
+        seeds = sorted(by_seed)
+        cells = sorted({(int(n), int(s)) for sd in by_seed.values() for n, by_arm in sd.items()
+                        for r in by_arm.values() for s in r})
+        for n, st in cells:
+            err = {arm: [error(by_seed[sd][str(n)][arm][str(st)], task) for sd in seeds
+                         if str(st) in by_seed[sd].get(str(n), {}).get(arm, {})] for arm in ARMS}
+            if not all(len(v) == len(seeds) for v in err.values()):
+                continue
+            pre, scr = float(np.mean(err["pretrained"])), float(np.mean(err["scratch"]))
+            rows.append(dict(set=name, painted=n, steps=st, seeds=seeds, pretrained=pre, scratch=scr,
+                             cut=100.0 * (1 - pre / scr) if scr else float("nan"),
+                             per_seed_cut=[100.0 * (1 - a / b) if b else float("nan")
+                                           for a, b in zip(err["pretrained"], err["scratch"])]))
+    return rows
+
+
+def print_summary(rows: list[dict]) -> None:
+    print("\n| set | painted | steps | error pretrained | error scratch | error cut (mean of seeds) | cut per seed |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(f"| {r['set']} | {r['painted']} | {r['steps']} | {r['pretrained']:.3f} | {r['scratch']:.3f} | "
+              f"{r['cut']:+.1f} % | {', '.join(f'{c:+.0f}' for c in r['per_seed_cut'])} |")
+
+
+def merge(paths: list[str]) -> dict:
+    """The scores of several ``--json`` files (e.g. one per arm) as one ``{set: {seed: {painted: {arm: ...}}}}``."""
+    every: dict = {}
+    for path in paths:
+        for name, by_seed in json.loads(Path(path).read_text())["results"].items():
+            for sd, by_n in by_seed.items():
+                for n, by_arm in by_n.items():
+                    every.setdefault(name, {}).setdefault(sd, {}).setdefault(n, {}).update(by_arm)
+    return every
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", default="vnc,isbi")
+    ap.add_argument("--datasets", default="vnc,isbi", help=f"from {sorted(DATASETS)}")
     ap.add_argument("--painted", default="1,2,3", help="numbers of painted sections")
     ap.add_argument("--steps", default="50,100,200", help="scored after these steps (one run to the largest)")
     ap.add_argument("--arms", default="pretrained,scratch", help=f"from {sorted(ARMS)}")
-    ap.add_argument("--patch", default="4,96,96")
+    ap.add_argument("--arch", default="resunet", choices=["resunet", "unet2d"],
+                    help="the 3D ResUNet of --encoder, or the plain 2D U-Net (the 2D recipe's network)")
+    ap.add_argument("--encoder", default=None, help=f"the pretrained arm's encoder (default {ENCODER}; "
+                                                     "with --arch unet2d a masked2d-pretrained U-Net)")
+    ap.add_argument("--patch", default=None, help="training patch z,y,x (default 4,96,96; unet2d 1,128,128)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="seeds, comma-separated (each cell runs once per seed)")
     ap.add_argument("--json", default=None, help="write every score here")
+    ap.add_argument("--summary", nargs="+", default=None, metavar="JSON",
+                    help="only print the error-cut summary of these --json files (e.g. one per arm) and exit")
     args = ap.parse_args()
-    args.patch = tuple(int(v) for v in args.patch.split(","))
+    if args.summary:
+        print_summary(summary(merge(args.summary)))
+        return
+    if args.encoder is None:
+        if args.arch == "unet2d" and "pretrained" in args.arms:
+            raise SystemExit("--arch unet2d: give the pretrained arm's --encoder (a masked2d-pretrained U-Net)")
+        args.encoder = ENCODER
+    args.patch = tuple(int(v) for v in (args.patch or ("1,128,128" if args.arch == "unet2d" else "4,96,96")).split(","))
     steps = sorted(int(v) for v in args.steps.split(","))
     arms = args.arms.split(",")
+    seeds = [int(v) for v in args.seeds.split(",")]
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
     infer = InferenceConfig(device="cpu", tile=(8, 512, 512), overlap=(0.5, 0.0, 0.0), block=(8, 512, 512))
@@ -231,16 +350,28 @@ def main() -> None:
             continue
         data = np.load(ds["path"])
         raw, gt = data["raw"][ds["crop"]].copy(), data[ds["gt"]][ds["crop"]].copy()
+        if ds.get("separate"):  # separate 2D images with binary masks: the 2D objects of each, ids unique
+            from scipy import ndimage as ndi
+
+            lab = np.zeros(gt.shape, np.uint32)
+            for z in range(gt.shape[0]):
+                lab[z] = ndi.label(gt[z] > 0)[0]
+                lab[z][lab[z] > 0] += z * 100_000
+            gt = lab
         lo, hi = intensity_range(raw, NormConfig())  # fixed, so sub-volumes are predicted as fine-tuning saw them
         norm = NormConfig(lo=lo, hi=hi)
-        print(f"{name}: {ds['task']} ({ds['target']}) on {raw.shape}, test sections {list(ds['test'])}; "
-              f"steps {steps}, patch {args.patch}, batch {args.batch}, lr {args.lr}, seed {args.seed}", flush=True)
+        print(f"{name}: {ds['task']} ({ds['target']}) on {raw.shape}, test sections {list(ds['test'])}; {args.arch}, "
+              f"steps {steps}, patch {args.patch}, batch {args.batch}, lr {args.lr}, seeds {seeds}", flush=True)
         every[name] = {}
-        for n in (int(v) for v in args.painted.split(",")):
-            every[name][n] = {arm: run_one(ds, raw, gt, norm, n, arm, steps, args, infer, lambda s: print(s, flush=True))
-                              for arm in arms}
-        print_table(name, ds, every[name], arms, steps)
+        for seed in seeds:
+            every[name][seed] = {}
+            for n in (int(v) for v in args.painted.split(",")):
+                every[name][seed][n] = {arm: run_one(ds, raw, gt, norm, n, arm, steps, args, infer,
+                                                     lambda s: print(s, flush=True), seed) for arm in arms}
+            print_table(f"{name}, seed {seed}", ds, every[name][seed], arms, steps)
     total = time.perf_counter() - t_all
+    if len(arms) > 1:
+        print_summary(summary(json.loads(json.dumps(every))))
     print(f"\ntotal {total / 60:.1f} min")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": every, "minutes": total / 60, "args": vars(args)}, indent=1))

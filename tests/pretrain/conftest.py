@@ -12,6 +12,7 @@ TINY: dict[str, list[str]] = {
     "mscon": ["model.backbone.widths=4,8,16", "model.embed_dim=16", "model.cross_grid=1,2,2",
               "model.sim_pool=1,4,4", "model.sim_hidden=16", "data.patch=2,16,16"],
     "retina": ["model.backbone.vit_size=micro", "model.backbone.widths=4,8", "data.patch=1,16,16"],
+    "masked2d": ["model.backbone.widths=4,4,8,8,16", "model.mask_patch=8", "data.patch=1,32,32"],
 }
 COMMON = ["data.batch_size=2", "train.log_every=1", "train.checkpoint_every=2", "train.tensorboard=false",
           "train.preview_every=0", "train.warmup_fraction=0"]

@@ -25,7 +25,7 @@ def run_cli(*argv: str) -> int:
     return main(["-q", *argv])
 
 
-@pytest.mark.parametrize("method", ["mae3d", "mscon", "retina"])
+@pytest.mark.parametrize("method", ["mae3d", "mscon", "retina", "masked2d"])
 def test_each_method_trains_and_exports_an_encoder(method, em_npy, tmp_path, capsys):
     out = tmp_path / method
     code = run_cli("--method", method, "--data", em_npy, em_npy, "--out", str(out), "--max-steps", "3",
@@ -38,7 +38,8 @@ def test_each_method_trains_and_exports_an_encoder(method, em_npy, tmp_path, cap
     assert ckpt.card["command"].startswith("napari-emseg-pretrain -q --method " + method)
     assert ckpt.card["final_loss"] == pytest.approx(summary["final_metrics"]["loss"])
     model = load_model(ckpt.path)
-    assert model.config.arch == {"mae3d": "vit3d", "mscon": "resunet", "retina": "transunet2d"}[method]
+    assert model.config.arch == {"mae3d": "vit3d", "mscon": "resunet", "retina": "transunet2d",
+                                 "masked2d": "unet2d"}[method]
     (entry,) = list_encoders(bundled=out, local=tmp_path / "none", include_scratch=False)
     assert entry.name == f"tiny-{method}" and entry.pretrained and entry.licence == "test data"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000002.pt", "step_0000003.pt"]

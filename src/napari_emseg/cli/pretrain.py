@@ -1,4 +1,4 @@
-"""``napari-emseg-pretrain``: headless self-supervised pretraining (MAE-3D, MS-Con, RETINA).
+"""``napari-emseg-pretrain``: headless self-supervised pretraining (MAE-3D, MS-Con, RETINA, masked 2D inpainting).
 
 Examples
 --------
@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ._args import OneLineParser
 
     p = OneLineParser(prog=PROG, description="Self-supervised pretraining of EM encoders "
-                                "(MAE-3D, MS-Con, RETINA) on unlabelled volumes; single GPU, CPU or torchrun.")
-    p.add_argument("--method", required=True, choices=["mae3d", "mscon", "retina"], help="pretraining method")
+                                "(MAE-3D, MS-Con, RETINA, masked 2D inpainting) on unlabelled volumes; single GPU, CPU or torchrun.")
+    p.add_argument("--method", required=True, choices=["mae3d", "mscon", "retina", "masked2d"], help="pretraining method")
     p.add_argument("--data", nargs="+", metavar="PATH", default=[],
                    help="volumes (tif, zarr[:key], n5:key, h5:key, npy, slice folders); each batch draws one "
                         "with equal probability")

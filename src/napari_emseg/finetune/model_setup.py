@@ -104,7 +104,10 @@ def prepare_model(encoder: Any, cfg: Any, kind: str, ann: Annotations,
     inflation = getattr(model, "inflation", None)
     if inflation is not None:  # a 2D encoder in a 3D network: the part it filled
         plan = Transfer(inflation["part"], frozen=plan.frozen)
-    model.transfer = plan
+    if model.config.arch == "unet2d":  # transferred whole (but the head): all of it trains at lr, as a
+        plan = Transfer("net", frozen=False)  # continued one-click model does
+    else:
+        model.transfer = plan
     summary = {"loaded": len(report.loaded), "missing": len(report.missing), "unexpected": len(report.unexpected),
                "part": plan.part, "frozen": plan.frozen, **({"inflated": inflation} if inflation else {})}
     logger.info("encoder %s: %s", encoder, summary)

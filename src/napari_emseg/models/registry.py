@@ -285,6 +285,10 @@ def model_for_encoder(name_or_path: str | os.PathLike, info: ModelInfo, *, part:
         return _inflated(ckpt, info, inflate, overrides)
     cfg = with_dims(segmentation_config(ckpt.config, info.out_channels), dims)
     model = build_model(cfg.replace(**overrides), info)
+    if ckpt.config.arch == "unet2d":  # no separate encoder: all of it but the head (.whole_network)
+        from .whole_network import transplant_whole
+
+        return model, transplant_whole(model, ckpt)
     return model, transplant_encoder(model, ckpt, part=part)
 
 

@@ -1,4 +1,4 @@
-"""Self-supervised pretraining (MAE-3D, MS-Con, RETINA) and the training loop fine-tuning shares.
+"""Self-supervised pretraining (MAE-3D, MS-Con, RETINA, masked 2D inpainting) and the training loop fine-tuning shares.
 
 Importing this package is light (no torch); names resolve on first use::
 
@@ -6,7 +6,7 @@ Importing this package is light (no torch); names resolve on first use::
 
 * :mod:`.trainer` -- :class:`TrainConfig`, :func:`train` (the shared loop), :class:`TrainResult`;
 * :mod:`.methods` -- :func:`pretrain` (one call per run), :func:`default_job`, :func:`load_job`;
-* :mod:`.mae3d`, :mod:`.mscon`, :mod:`.retina` -- the objectives and their job configs;
+* :mod:`.mae3d`, :mod:`.mscon`, :mod:`.retina`, :mod:`.masked2d` -- the objectives and their job configs;
 * :mod:`.state` -- training checkpoints (resume); :mod:`.distributed` -- torchrun/DDP helpers.
 
 See ``docs/pretraining.md``.
@@ -35,6 +35,9 @@ _LAZY = {
     "MSCon": "mscon",
     "MSConConfig": "mscon",
     "MSConJob": "mscon",
+    "Masked2D": "masked2d",
+    "Masked2DConfig": "masked2d",
+    "Masked2DJob": "masked2d",
     "Retina": "retina",
     "RetinaConfig": "retina",
     "RetinaJob": "retina",

@@ -30,7 +30,7 @@ from .._signals import deferred_sigterm
 from ..config import Config, ConfigError
 from ..data.sampler import PatchBatches, VolumeSource, make_loader, open_sources
 from ..progress import Job
-from . import mae3d, mscon, retina
+from . import mae3d, masked2d, mscon, retina
 from .distributed import dist_env
 from .state import CheckpointError, latest_checkpoint, list_checkpoints, read_meta
 from .trainer import TrainResult, train
@@ -40,10 +40,13 @@ __all__ = ["METHODS", "PretrainResult", "job_class", "default_job", "load_job", 
 
 logger = logging.getLogger(__name__)
 
-METHODS: dict[str, ModuleType] = {"mae3d": mae3d, "mscon": mscon, "retina": retina}
-_JOBS: dict[str, type[Config]] = {"mae3d": mae3d.MAE3DJob, "mscon": mscon.MSConJob, "retina": retina.RetinaJob}
+METHODS: dict[str, ModuleType] = {"mae3d": mae3d, "mscon": mscon, "retina": retina, "masked2d": masked2d}
+_JOBS: dict[str, type[Config]] = {"mae3d": mae3d.MAE3DJob, "mscon": mscon.MSConJob, "retina": retina.RetinaJob,
+                                  "masked2d": masked2d.Masked2DJob}
 _FAMILY = {"mae3d": "MAE-3D (Cheng et al. 2023)", "mscon": "MS-Con (Chen et al. 2024)",
-           "retina": "RETINA (Xing et al. 2025)"}
+           "retina": "RETINA (Xing et al. 2025)", "masked2d": "masked-patch inpainting (Models Genesis / SimMIM style)"}
+#: methods that train on 2D slices (``data.patch`` 1,Y,X)
+_SLICES = ("retina", "masked2d")
 
 
 @dataclass
@@ -101,10 +104,11 @@ def _check_patch(job: Any, objective: torch.nn.Module) -> None:
     if len(job.data.patch) != 3:
         raise ConfigError(f"data.patch {job.data.patch}: give three sizes z,y,x")
     patch = tuple(job.data.patch)
-    if job.method == "retina":
+    if job.method in _SLICES:
         multiple, patch = multiple[-2:], patch[-2:]
         if job.data.patch[0] != 1:
-            raise ConfigError(f"data.patch {job.data.patch}: RETINA trains on 2D slices; use 1,Y,X (e.g. 1,224,224)")
+            raise ConfigError(f"data.patch {job.data.patch}: {job.method} trains on 2D slices; use 1,Y,X "
+                              "(e.g. 1,128,128)")
     if any(p % m for p, m in zip(patch, multiple)):
         raise ConfigError(f"data.patch {job.data.patch} must be a multiple of {multiple} for this network; "
                           f"e.g. --set data.patch={','.join(str(max(m, p // m * m)) for p, m in zip(job.data.patch[-len(multiple):], multiple))}")
@@ -173,7 +177,9 @@ def export_encoder(objective: Any, job: Any, sources: Sequence[VolumeSource], re
     model = objective.export_model()
     cfg = model.config
     name = name or f"{job.method}-{cfg.arch}" + (f"-{cfg.vit_size}" if cfg.arch in ("vit3d", "transunet2d") else "")
-    voxel = next((s.voxel_size for s in sources if s.voxel_size != (1.0, 1.0, 1.0)), None)
+    voxels = [s.voxel_size for s in sources if s.voxel_size != (1.0, 1.0, 1.0)]
+    # a slice-wise inpainting U-Net is used at the data's own pixel size (no resampling to the pretraining's)
+    voxel = None if job.method == "masked2d" else next(iter(voxels), None)
     tile = tuple(max(m, p // m * m) for p, m in zip(job.data.patch, model.info.input_multiple))
     model.info = model.info.replace(tile=tile, voxel_size=voxel, norm=job.data.norm)
     full = {
@@ -192,7 +198,9 @@ def export_encoder(objective: Any, job: Any, sources: Sequence[VolumeSource], re
         "voxel_size": list(voxel) if voxel else None,
         "command": command or " ".join(sys.argv),
         "training": {"data": [s.path for s in sources], "patch": list(job.data.patch),
-                     "batch_size": job.data.batch_size, "optimizer": job.train.optimizer, "lr": job.train.lr},
+                     "batch_size": job.data.batch_size, "optimizer": job.train.optimizer, "lr": job.train.lr,
+                     "voxel_sizes": [list(v) for v in voxels]},
+        "loss_curve": loss_curve(result.history),
         **(objective.card() if callable(getattr(objective, "card", None)) else {}),
         **dict(card or {}),
     }
@@ -201,11 +209,22 @@ def export_encoder(objective: Any, job: Any, sources: Sequence[VolumeSource], re
     return path
 
 
+def loss_curve(history: Sequence[Mapping[str, float]], points: int = 20) -> dict[str, float]:
+    """``{step: loss}`` at about ``points`` evenly spaced logged steps (the first and last included)."""
+    rows = [r for r in history if "loss" in r and "step" in r]
+    if not rows:
+        return {}
+    pick = sorted({round(i * (len(rows) - 1) / max(1, points - 1)) for i in range(points)})
+    return {str(int(rows[i]["step"])): round(float(rows[i]["loss"]), 5) for i in pick}
+
+
 def _describe(cfg: Any) -> str:
     if cfg.arch == "vit3d":
         return f"ViT-3D {cfg.vit_size}, patch {'x'.join(map(str, cfg.patch_size))}"
     if cfg.arch == "resunet":
         return f"ResUNet-3D widths {'/'.join(map(str, cfg.widths))}"
+    if cfg.arch == "unet2d":
+        return f"U-Net-2D (MONAI BasicUNet) widths {'/'.join(map(str, cfg.widths))}"
     return f"TransUNet-2D ({cfg.vit_size} transformer, stem {'/'.join(map(str, cfg.widths))})"
 
 
