@@ -118,6 +118,8 @@ def build_config(args: argparse.Namespace):
     }
     if args.tta:
         direct["tta"] = True
+    if args.block is not None:
+        direct["auto_block"] = False  # a block asked for is used as given, not sized from free memory
     if args.restart:
         direct["resume"] = False
     cfg = cfg.replace(**{k: v for k, v in direct.items() if v is not None})

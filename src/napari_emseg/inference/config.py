@@ -39,6 +39,11 @@ class InferenceConfig(Config):
         Approximate output block ``(z, y, x)``: the unit that is read (with context), predicted,
         written and recorded for resume. Rounded to a multiple of the tile stride (or of the
         output's chunks). Peak memory grows with it, not with the volume.
+    auto_block
+        Size blocks from free memory (:mod:`~napari_emseg.inference.budget`): on CUDA ``block``
+        grows (up to 64x its voxels) while its buffers fit a quarter of the free GPU memory; on
+        the CPU it shrinks only when a tenth of the available RAM cannot hold it. An output that
+        already exists keeps its chunks (a resumed run its blocks). ``False``: ``block`` as given.
     mode
         ``"3d"`` (volumetric network), ``"slices"`` (2D network applied to each z-slice),
         ``"ortho"`` (2D network applied to xy, xz and yz planes, averaged; for isotropic data),
@@ -84,6 +89,7 @@ class InferenceConfig(Config):
     sigma_scale: float = 0.125
     batch: int | None = None
     block: tuple[int, int, int] = (32, 256, 256)
+    auto_block: bool = True
     mode: Mode = "auto"
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

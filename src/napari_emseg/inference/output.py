@@ -167,21 +167,36 @@ def prepare_output(
     return out
 
 
-def existing_chunks(out: Any) -> tuple[int, ...] | None:
-    """Spatial chunks ``(z, y, x)`` of an existing zarr output (blocks are aligned to them)."""
-    arr = out
+def _existing_zarr(out: Any) -> Any:
     if isinstance(out, (str, os.PathLike)):
         if not Path(os.fspath(out)).exists():
             return None
         import zarr
 
         try:
-            arr = zarr.open_array(store=os.fspath(out), mode="r")
+            return zarr.open_array(store=os.fspath(out), mode="r")
         except Exception:  # noqa: BLE001 - prepare_output reports it
             return None
-    if _is_zarr(arr) and len(arr.chunks) == 4:
+    return out if _is_zarr(out) else None
+
+
+def existing_chunks(out: Any) -> tuple[int, ...] | None:
+    """Spatial chunks ``(z, y, x)`` of an existing zarr output (blocks are aligned to them)."""
+    arr = _existing_zarr(out)
+    if arr is not None and len(arr.chunks) == 4:
         return tuple(int(c) for c in arr.chunks[1:])
     return None
+
+
+def recorded_block(out: Any) -> tuple[int, ...] | None:
+    """The block an earlier run recorded in an existing zarr output (``inference.block``), when
+    it matches the output's chunks: a resumed run keeps its blocks whatever memory is free now."""
+    arr = _existing_zarr(out)
+    try:
+        block = tuple(int(b) for b in dict(arr.attrs)["inference"]["block"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return block if block == existing_chunks(arr) else None
 
 
 def _zarr_at(path: Path, shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str,

@@ -25,13 +25,16 @@ from ..errors import EmsegError
 from ..io import DEFAULT_VOXEL_SIZE, Volume
 from ..models.info import ModelInfo
 from ..progress import Cancelled, Job, Progress
+from .budget import auto_block
 from .config import InferenceConfig
+from .heap import reuse_freed_memory
 from .output import (
     ResumeRecord,
     existing_chunks,
     fingerprint,
     model_summary,
     prepare_output,
+    recorded_block,
     weights_digest,
 )
 from .prefetch import BlockReader, BlockWriter, Prefetcher, normalize_tensor
@@ -162,7 +165,7 @@ def predict_tiled(
     tile = resolve_tile(info, config, mode, shape)
     predictor = BlockPredictor(model, info, config, device, mode, tile)
     overlap = predictor.overlap
-    block = choose_block(shape, tile, overlap, config.block, existing_chunks(out))
+    block = pick_block(out, shape, tile, overlap, config, device, info.out_channels, data)
     blocks = plan_blocks(shape, tile, overlap, block)
 
     yield Progress(0, len(blocks), "normalise", "intensity range of the volume")
@@ -215,14 +218,15 @@ def predict_tiled(
 
     reader = BlockReader(data, pin=device.type == "cuda")
     start, voxels = time.perf_counter(), 0
-    with Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
+    # the output exists already: only transient buffers are served from the kept heap
+    with reuse_freed_memory(), Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
         target, lambda b: record.mark(b.index)
     ) as writer, contextlib.closing(predictor):  # closing: stops the worker threads
         for blk, x in ahead:
             with torch.inference_mode():
                 x = normalize_tensor(x.to(device, non_blocking=True), lo, hi, info.norm.invert)
                 p = predictor.predict_block(x, blk, config.dtype)
-                arr = p.cpu().numpy()
+                arr = to_host(p)
             del p, x
             writer.submit(blk, arr)
             done += 1
@@ -245,6 +249,39 @@ def predict_tiled(
                 raise
     record.save(complete=True)
     return target
+
+
+def to_host(p: Any) -> np.ndarray:
+    """A predicted block as a numpy array: from CUDA by an asynchronous copy into pinned memory
+    (the fast DMA path, no pageable staging copy), waited for before it is handed on."""
+    import torch
+
+    if p.device.type != "cuda":
+        return p.cpu().numpy()
+    host = torch.empty(p.shape, dtype=p.dtype, pin_memory=True)
+    host.copy_(p, non_blocking=True)
+    done = torch.cuda.Event()
+    done.record(torch.cuda.current_stream(p.device))
+    done.synchronize()
+    return host.numpy()
+
+
+def pick_block(out: Any, shape: tuple[int, ...], tile: tuple[int, ...], overlap: tuple[int, ...],
+               config: InferenceConfig, device: Any, c_out: int, data: Any) -> tuple[int, ...]:
+    """The output block: the configured one, sized from free memory with ``auto_block`` (a resumed
+    auto-sized run keeps the block it recorded), rounded to tile strides or the output's chunks."""
+    chunks = existing_chunks(out)
+    target = tuple(int(b) for b in config.block)
+    if config.auto_block:
+        previous = recorded_block(out) if chunks is not None else None
+        if previous is not None:
+            return previous
+        if chunks is None:
+            raw = np.dtype(getattr(data, "dtype", np.float32))
+            in_bytes = raw.itemsize if raw.kind in "uif" and raw.itemsize <= 4 else 4
+            target = auto_block(target, shape, device, c_out=c_out, in_bytes=in_bytes,
+                                out_bytes=np.dtype(config.dtype).itemsize, prefetch=config.prefetch)
+    return choose_block(shape, tile, overlap, target, chunks)
 
 
 def as_volume(volume: Any, voxel_size: Sequence[float] | None) -> tuple[Any, tuple[float, ...], bool]:

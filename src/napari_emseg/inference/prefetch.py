@@ -67,12 +67,14 @@ def normalize_tensor(x: torch.Tensor, lo: float, hi: float, invert: bool = False
     """``2 (x - lo) / (hi - lo) - 1`` (negated when ``invert``) as float32, on ``x``'s device.
 
     The same map as :func:`napari_emseg.data.normalize.normalize`, for tensors: it runs where the
-    network does, in place on one float32 copy.
+    network does, as ``x * a + b`` in two passes (the raw block read once, converted on the fly,
+    into one new float32 tensor; then the offset added in place).
     """
-    y = x.to(torch.float32)
-    y = y.clone() if y is x else y
-    y.sub_(lo).mul_(2.0 / (hi - lo)).sub_(1.0)
-    return y.neg_() if invert else y
+    scale = (-2.0 if invert else 2.0) / (hi - lo)
+    offset = -lo * scale + (1.0 if invert else -1.0)
+    y = torch.empty(x.shape, dtype=torch.float32, device=x.device)
+    torch.mul(x, scale, out=y)
+    return y.add_(offset)
 
 
 _DONE = object()

@@ -102,10 +102,12 @@ class BlockPredictor:
         self.workers = resolve_workers(config.workers, device)
         self._pool: ThreadPoolExecutor | None = None
         self._weights: dict[Any, Any] = {}
+        self._acc: torch.Tensor | None = None
         self._checked = False
 
     def close(self) -> None:
-        """Stop the worker threads (a later block starts them again)."""
+        """Stop the worker threads and free the block buffer (a later block makes both again)."""
+        self._acc = None
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -135,7 +137,8 @@ class BlockPredictor:
         """A tile's blending weight, ``(Z, Y, X)`` (or ``(Y, X)`` when constant along z).
 
         Separable: a cached ``(Y, X)`` plane times a cached ``z`` vector, multiplied into
-        ``scratch``, so the cache stays small (kilobytes per variant) whatever the tile.
+        ``scratch``, so the cache stays small (kilobytes per variant) whatever the tile. Called
+        in the accumulating thread only.
         """
         cfg = self.config
         kz, kyx = (tile[0], overlap[0], flags[0]), (tile[1:], overlap[1:], flags[1:])
@@ -163,7 +166,10 @@ class BlockPredictor:
             y = self.model(x) if self.compiled is None else self.compiled(x)
         if not self._checked:
             self._check_output(x, y)
-        return apply_activation(y.float(), self.info)
+        y = y.float()
+        if self.info.activation == "sigmoid" and y.is_contiguous() and not _shares_memory(x, y):
+            return y.sigmoid_()  # in place: no second (B, C, Z, Y, X) tensor per pass
+        return apply_activation(y, self.info)
 
     def _check_output(self, x: torch.Tensor, y: Any) -> None:
         if not isinstance(y, torch.Tensor):
@@ -213,6 +219,7 @@ class BlockPredictor:
 
     def _back_off(self, failure: str) -> None:
         self.oom_events += 1
+        self._acc = None
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -231,6 +238,24 @@ class BlockPredictor:
         self.tile = smaller
         logger.warning("out of memory (%s); retrying with batch 1 and tile %s", failure, self.tile)
 
+    def group(self, tile: tuple[int, ...]) -> int:
+        """Tiles per forward pass: ``batch`` (3D) or ``batch // tile[0]`` (2D planes); with
+        several workers split between them, keeping 2 tiles a pass (a 3D convolution runs
+        4-8x slower per tile on one), so the tiles in flight, and memory, stay about ``batch``."""
+        group = self.batch if self.mode == "3d" else max(1, self.batch // tile[0])
+        return max(min(2, group), group // self.workers) if self.workers > 1 else group
+
+    def _accumulator(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The block's weighted sum, zeroed: one buffer reused while blocks keep their shape."""
+        key = (self.info.out_channels, *shape)
+        acc = self._acc
+        if acc is None or tuple(acc.shape) != key:
+            self._acc = None  # free the old one before the new one is allocated
+            self._acc = acc = torch.zeros(key, dtype=torch.float32, device=self.device)
+        else:
+            acc.zero_()
+        return acc
+
     def _predict_block(self, x: torch.Tensor, block: Block, dtype: str) -> torch.Tensor:
         shape = tuple(int(s) for s in x.shape)
         crop = block.crop
@@ -244,17 +269,18 @@ class BlockPredictor:
             for st, t, n, bb, ba in zip(starts, tile, shape, block.border_before, block.border_after)
         ]
         positions = list(itertools.product(*[range(len(st)) for st in starts]))
-        group = self.batch if self.mode == "3d" else max(1, self.batch // tile[0])
+        group = self.group(tile)
         chunks = []
         for i in range(0, len(positions), group):
             chunk = positions[i : i + group]
             regions = [tuple(slice(starts[a][j], starts[a][j] + tile[a]) for a, j in enumerate(p)) for p in chunk]
             tflags = [tuple(flags[a][j] for a, j in enumerate(p)) for p in chunk]
             chunks.append((regions, tflags))
-        acc = torch.zeros((self.info.out_channels, *shape), dtype=torch.float32, device=self.device)
-        for regions, y in self._weighted(x, chunks, tile, overlap):
-            for k, r in enumerate(regions):
-                acc[(slice(None), *r)].add_(y[k])
+        acc = self._accumulator(shape)
+        scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
+        for regions, tflags, y in self._batches(x, chunks):
+            for k, (r, f) in enumerate(zip(regions, tflags)):  # weight and add in one pass, in tile order
+                acc[(slice(None), *r)].addcmul_(y[k], self._weight(tile, overlap, f, scratch))
             del y
         wz, wy, wx = (
             torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])
@@ -264,46 +290,46 @@ class BlockPredictor:
         )
         wsum = wz.view(-1, 1, 1) * wy.view(1, -1, 1) * wx.view(1, 1, -1)
         p = acc[(slice(None), *crop)]
-        if dtype == "float16":  # divide straight into the output type: one pass, half the bytes
-            return torch.div(p, wsum, out=torch.empty(p.shape, dtype=torch.float16, device=self.device))
+        if dtype in ("float16", "float32"):  # divide straight into the output type: one pass, new memory
+            return torch.div(p, wsum, out=torch.empty(p.shape, dtype=getattr(torch, dtype), device=self.device))
         return to_output_dtype(p.div_(wsum), dtype)
 
-    def _weighted_batch(self, x: torch.Tensor, regions: list, tflags: list, tile: tuple, overlap: tuple) -> torch.Tensor:
-        """Probabilities of a batch of tiles of ``x``, each multiplied by its blending weight."""
+    def _probs(self, x: torch.Tensor, regions: list) -> torch.Tensor:
+        """Probabilities ``(B, C, *tile)`` of a batch of tiles of ``x``."""
         with torch.inference_mode():
-            y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
-            scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
-            for k, f in enumerate(tflags):
-                y[k].mul_(self._weight(tile, overlap, f, scratch))
-            return y
+            return self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
 
-    def _weighted(self, x: torch.Tensor, chunks: list, tile: tuple, overlap: tuple):
-        """``(regions, weighted probabilities)`` of each chunk of tiles, in order.
+    def _batches(self, x: torch.Tensor, chunks: list):
+        """``(regions, flags, probabilities)`` of each chunk of tiles, in order.
 
         With one worker, batches run in this thread; with more, up to ``workers + 1`` batches
         are in flight in the pool while this thread adds finished ones to the block's sum.
         """
         if self.workers <= 1 or len(chunks) <= 1:
             for regions, tflags in chunks:
-                yield regions, self._weighted_batch(x, regions, tflags, tile, overlap)
+                yield regions, tflags, self._probs(x, regions)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="emseg-net")
-        pending: deque[tuple[list, Future]] = deque()
-        todo = iter(chunks)
+        pending: deque[tuple[list, list, Future]] = deque()
         try:
-            for regions, tflags in todo:
-                pending.append((regions, self._pool.submit(self._weighted_batch, x, regions, tflags, tile, overlap)))
+            for regions, tflags in chunks:
+                pending.append((regions, tflags, self._pool.submit(self._probs, x, regions)))
                 if len(pending) > self.workers:
-                    regions0, fut = pending.popleft()
-                    yield regions0, fut.result()
+                    regions0, flags0, fut = pending.popleft()
+                    yield regions0, flags0, fut.result()
             while pending:
-                regions0, fut = pending.popleft()
-                yield regions0, fut.result()
+                regions0, flags0, fut = pending.popleft()
+                yield regions0, flags0, fut.result()
         finally:  # an error (or OOM) in one batch: let the others finish before the block is redone
-            for _, fut in pending:
+            for *_, fut in pending:
                 fut.cancel()
-            wait([fut for _, fut in pending])
+            wait([fut for *_, fut in pending])
+
+
+def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``b`` lives in ``a``'s storage (a network that returns its input or a view of it)."""
+    return a.device == b.device and a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
 
 
 def _channels_last(model: torch.nn.Module) -> None:
