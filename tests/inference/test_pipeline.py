@@ -78,6 +78,10 @@ def test_freed_memory_is_kept_only_while_running(monkeypatch):
             a = np.ones(20_000_000, np.uint8)  # served from the heap while kept
         assert heap._depth == (1 if kept else 0)
     assert heap._depth == 0 and a.sum() == 20_000_000
+    with heap.reuse_freed_memory(enabled=False) as kept:
+        assert kept is False
+    assert heap.worth_keeping("cpu", 4 * 16 * 128 * 128) and not heap.worth_keeping("cpu", 2 * 16 * 128 * 128)
+    assert not heap.worth_keeping("cuda", 4 * 16 * 128 * 128)
     monkeypatch.setenv("NAPARI_EMSEG_REUSE_MEMORY", "0")
     with heap.reuse_freed_memory() as kept:
         assert kept is False

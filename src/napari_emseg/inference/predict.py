@@ -27,7 +27,7 @@ from ..models.info import ModelInfo
 from ..progress import Cancelled, Job, Progress
 from .budget import auto_block
 from .config import InferenceConfig
-from .heap import reuse_freed_memory
+from .heap import reuse_freed_memory, worth_keeping
 from .output import (
     ResumeRecord,
     existing_chunks,
@@ -219,7 +219,8 @@ def predict_tiled(
     reader = BlockReader(data, pin=device.type == "cuda")
     start, voxels = time.perf_counter(), 0
     # the output exists already: only transient buffers are served from the kept heap
-    with reuse_freed_memory(), Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
+    keep = worth_keeping(device.type, predictor.group(predictor.tile) * int(np.prod(predictor.tile)))
+    with reuse_freed_memory(keep), Prefetcher(reader, todo, config.prefetch) as ahead, BlockWriter(
         target, lambda b: record.mark(b.index)
     ) as writer, contextlib.closing(predictor):  # closing: stops the worker threads
         for blk, x in ahead:
