@@ -36,13 +36,13 @@ post-processed on its own (2D), as the per-section ground truth asks. One torch 
 U-Net: every tensor but the head, :func:`~napari_emseg.models.whole_network.transplant_whole`)
 or at random, on 2D patches ``(1, P, P)``; ``fafb`` adds FAFB mitochondria (8 separate 1736^2
 sections, the central 768^2; painted [0] / [0, 1] / [0, 1, 2]; scored on sections 3-7), a set
-no bundled encoder has seen. ``--seeds`` repeats every cell; the summary gives the error cut
+no bundled encoder has seen (FAFB's terms: benchmarks only). ``--seeds`` repeats every cell; the summary gives the error cut
 (error = 1 - foreground IoU for mitochondria, tuned ARAND for cells) per cell, mean over seeds.
 
     python bench/finetune_curve.py                   # 39 min on the shared 2-core CPU
-    python bench/finetune_curve.py --arch unet2d --encoder masked2d-unet2d-isbi-vnc --datasets isbi,vnc,fafb \
-        --seeds 0,1,2 --steps 25,50 --patch 1,128,128 --batch 4
-    python bench/finetune_curve.py --painted 1,3 --seed 1
+    python bench/finetune_curve.py --arch unet2d --encoder runs/m2d/masked2d-unet2d.safetensors \
+        --datasets isbi,vnc,fafb --painted 1 --seeds 0,1,2 --steps 25,50 --patch 1,96,96 --batch 4
+    python bench/finetune_curve.py --painted 1,3 --seeds 1
     python bench/finetune_curve.py --steps 2 --painted 1 --datasets isbi   # smoke run
 """
 

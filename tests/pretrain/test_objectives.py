@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from napari_emseg.pretrain import mae3d, mscon, retina
+from napari_emseg.pretrain import mae3d, masked2d, mscon, retina
 from napari_emseg.pretrain.mae3d import MAE3D, make_mask, n_visible, patchify
 
 from .conftest import tiny_job
 
-MODULES = {"mae3d": mae3d, "mscon": mscon, "retina": retina}
+MODULES = {"mae3d": mae3d, "mscon": mscon, "retina": retina, "masked2d": masked2d}
 
 
 @pytest.mark.parametrize(
@@ -95,7 +95,7 @@ def test_retina_target_shares_the_geometry_of_its_input():
     assert all(0 < d.sum() <= 4 for d in diff)
 
 
-@pytest.mark.parametrize("method", ["mae3d", "mscon", "retina"])
+@pytest.mark.parametrize("method", ["mae3d", "mscon", "retina", "masked2d"])
 def test_each_objective_overfits_one_fixed_batch(method):
     torch.manual_seed(0)
     job = tiny_job(method)
