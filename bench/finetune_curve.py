@@ -322,7 +322,7 @@ def main() -> None:
     ap.add_argument("--patch", default=None, help="training patch z,y,x (default 4,96,96; unet2d 1,128,128)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seeds", default="0", help="seeds, comma-separated (each cell runs once per seed)")
+    ap.add_argument("--seeds", "--seed", default="0", help="seeds, comma-separated (each cell runs once per seed)")
     ap.add_argument("--json", default=None, help="write every score here")
     ap.add_argument("--summary", nargs="+", default=None, metavar="JSON",
                     help="only print the error-cut summary of these --json files (e.g. one per arm) and exit")
