@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import JobRunner
 from .device_choice import DeviceChoice
+from .layers import layer_voxel_size
 from .plots import LossCurve
 from .session import session_for
 from .suggest_panel import SuggestPanel
@@ -212,7 +213,7 @@ class FineTuneWidget(QWidget):
         img_data, lab_data = image.data, np.asarray(labels.data)
         if image.ndim == 2:
             img_data, lab_data = np.asarray(img_data)[None], lab_data[None]
-        scale = tuple(float(s) for s in image.scale[-3:]) if image.ndim >= 3 else None
+        scale = layer_voxel_size(image)  # None for napari's default scale: the data decide
         encoder = self.session.encoder
         self.curve.clear()
         self._set_running(True)
@@ -241,7 +242,7 @@ class FineTuneWidget(QWidget):
         live = self.live_config or LiveConfig()
         out = cache_dir() / "finetuned" / f"{image.name}-{cfg.task}-live-{time.strftime('%Y%m%d-%H%M%S')}.safetensors"
         img_data = image.data if image.ndim == 3 else np.asarray(image.data)[None]
-        scale = tuple(float(s) for s in image.scale[-3:]) if image.ndim >= 3 else None
+        scale = layer_voxel_size(image)  # None for napari's default scale: the data decide
         encoder = self.session.encoder
         self.live = preview = LivePreview(self.viewer, image)
         self.curve.clear()
