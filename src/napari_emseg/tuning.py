@@ -198,21 +198,10 @@ def tune_job(
                       time.perf_counter() - t0, stopped)
 
 
-def tune_postprocess(
-    predictions: Any,
-    target: str,
-    painted_labels: Any,
-    *,
-    offsets: Sequence[Sequence[int]] | None = None,
-    voxel_size: Sequence[float] | None = None,
-    grid: Mapping[str, Sequence[Any]] | None = None,
-    mode: str = "dense",
-    metric: Metric = "auto",
-    base: Config | None = None,
-    background_label: int = 1,
-    axis: int | None = None,
-) -> TuneResult:
-    """Post-processing settings that score best on the painted slices, from one prediction.
+def tune_postprocess(predictions: Any, target: str, painted_labels: Any, **options: Any) -> TuneResult:
+    """Post-processing settings that score best on the painted slices, from one prediction:
+    :func:`tune_job` run to the end (no progress shown); the options after ``painted_labels``
+    are its keyword-only ones.
 
     Parameters
     ----------
@@ -235,9 +224,7 @@ def tune_postprocess(
     base
         The config whose other fields are kept (default: the target's defaults).
     """
-    return drain(tune_job(predictions, target, painted_labels, offsets=offsets, voxel_size=voxel_size,
-                          grid=grid, mode=mode, metric=metric, base=base, background_label=background_label,
-                          axis=axis), show=False)
+    return drain(tune_job(predictions, target, painted_labels, **options), show=False)
 
 
 class _Source:
