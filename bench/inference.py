@@ -12,7 +12,12 @@ peak resident memory (psutil, sampled every 2 ms, minus the resident memory befo
 * ``naive``: non-overlapping tiles, no blending (fastest, with seams).
 
 On CUDA it also reports Mvoxel/s of a ViT-B UNETR (bf16) and the fraction of the GPU's dense
-bf16 peak its FLOPs reach; and, unless ``--stream-gb 0``, it streams a zarr volume of that many
+bf16 peak its FLOPs reach, twice: ``predict_tiled`` from an in-memory array to in-memory maps, and
+end to end from a zarr volume to zarr predictions through the product's public path
+(:func:`napari_emseg.workflows.segment_job` without post-processing on a volume from
+:func:`napari_emseg.io.open_volume`, what ``napari-emseg segment --task none`` runs: blocks read
+from the zarr, float16 maps written to ``OUT/predictions``, the provenance bundle with its input
+checksum; ``--unetr-no-zarr`` leaves it out); and, unless ``--stream-gb 0``, it streams a zarr volume of that many
 gigabytes (written lazily with dask into a temporary folder, deleted afterwards) through a cheap
 model and prints peak RSS against the volume's size.
 
@@ -277,14 +282,75 @@ def unetr_throughput(args) -> dict | None:
     peak = peak_bf16_tflops(name) if cuda else None
     # tiles overlap: the network sees more voxels than the volume has
     achieved = flops_per_voxel * tile_voxels(vol.shape, tile, cfg) / dt / 1e12
-    print(f"UNETR ViT-{args.unetr_vit} ({cfg.precision}) on {name}: {vol.size / dt / 1e6:.1f} Mvoxel/s of volume, "
+    print(f"UNETR ViT-{args.unetr_vit} ({cfg.precision}) on {name}: {vol.size / dt / 1e6:.4g} Mvoxel/s of volume, "
           f"{flops_per_voxel / 1e3:.1f} kFLOP/voxel, ~{achieved:.1f} TFLOP/s"
-          + (f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""))
-    return {"model": f"UNETR ViT-{args.unetr_vit}, patch 1x16x16", "device": name, "precision": cfg.precision,
-            "volume": list(vol.shape), "tile": list(tile), "batch": cfg.batch, "seconds": round(dt, 3),
-            "mvoxel_per_s": round(vol.size / dt / 1e6, 3), "kflop_per_voxel": round(flops_per_voxel / 1e3, 2),
-            "achieved_tflops": round(achieved, 3), "peak_bf16_tflops": peak,
-            "fraction_of_peak": round(achieved / peak, 4) if peak else None}
+          + (f" = {achieved / peak:.1%} of the {peak:.0f} TFLOP/s dense bf16 peak" if peak else ""), flush=True)
+    out = {"model": f"UNETR ViT-{args.unetr_vit}, patch 1x16x16", "device": name, "precision": cfg.precision,
+           "volume": list(vol.shape), "tile": list(tile), "batch": cfg.batch, "seconds": round(dt, 3),
+           "mvoxel_per_s": sig(vol.size / dt / 1e6), "kflop_per_voxel": round(flops_per_voxel / 1e3, 2),
+           "achieved_tflops": round(achieved, 3), "peak_bf16_tflops": peak,
+           "fraction_of_peak": round(achieved / peak, 4) if peak else None}
+    if not args.unetr_no_zarr:
+        out["zarr"] = unetr_zarr_to_zarr(net, vol, cfg, args)
+    return out
+
+
+def sig(x: float, digits: int = 4) -> float:
+    """``x`` to ``digits`` significant figures (a tiny smoke-test rate stays above 0)."""
+    return float(f"{x:.{digits}g}")
+
+
+def unetr_zarr_to_zarr(net, vol: np.ndarray, cfg: InferenceConfig, args) -> dict:
+    """End to end from a zarr volume to zarr predictions, as ``napari-emseg segment --task none``.
+
+    ``vol`` is written (outside the clock) to a zarr array in ``--tmp`` (chunks ``--unetr-chunks``,
+    zarr's default compressor); :func:`~napari_emseg.workflows.segment_job` (no post-processing)
+    then reads it block by block through :func:`~napari_emseg.io.open_volume` and writes
+    ``OUT/predictions`` (float16, zarr's default compressor) and the provenance bundle (which
+    reads the input once more for its checksum). Timed from the job's start to its return; the
+    predict part ends at its last block's event.
+    """
+    import zarr
+
+    from napari_emseg.io import open_volume
+    from napari_emseg.workflows import SegmentConfig, segment_job
+
+    tmp = Path(tempfile.mkdtemp(prefix="emseg-bench-unetr-", dir=args.tmp))
+    try:
+        chunks = tuple(min(c, s) for c, s in zip(args.unetr_chunks, vol.shape))
+        src = zarr.create_array(store=str(tmp / "raw.zarr"), shape=vol.shape, chunks=chunks, dtype="uint8")
+        src[:] = vol
+        image = open_volume(str(tmp / "raw.zarr"))
+        last_block = [0.0]
+
+        def seen(event) -> None:
+            if getattr(event, "stage", None) == "predict":
+                last_block[0] = time.perf_counter()
+
+        cuda = cfg.device == "cuda"
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        seg = drain(segment_job(net, image, SegmentConfig(inference=cfg), out=tmp / "seg.zarr", postprocess=False,
+                                attrs={"source": {"image": str(tmp / "raw.zarr")}}), show=False, callback=seen)
+        dt = time.perf_counter() - t0
+        pred = zarr.open_array(seg.paths["predictions"], mode="r")
+        assert tuple(pred.shape[1:]) == tuple(vol.shape), (pred.shape, vol.shape)
+        predict_s = (last_block[0] - t0) if last_block[0] else None
+        written = sum(f.stat().st_size for f in (tmp / "seg.zarr").rglob("*") if f.is_file())
+        res = {"path": "zarr -> zarr: segment_job(postprocess=False) on open_volume(zarr)",
+               "input_chunks": list(chunks), "output": f"{tuple(pred.shape)} {pred.dtype}",
+               "output_mb_on_disk": round(written / 2**20, 1), "seconds": round(dt, 3),
+               "mvoxel_per_s": sig(vol.size / dt / 1e6),
+               "predict_seconds": round(predict_s, 3) if predict_s else None,
+               "predict_mvoxel_per_s": sig(vol.size / predict_s / 1e6) if predict_s else None}
+        print(f"UNETR ViT-{args.unetr_vit} zarr -> zarr end to end (segment_job, --task none): "
+              f"{res['mvoxel_per_s']:.4g} Mvoxel/s ({dt:.2f} s; predicting {predict_s or float('nan'):.2f} s, "
+              f"the rest provenance and its input checksum); maps {res['output']}, "
+              f"{res['output_mb_on_disk']} MB on disk", flush=True)
+        return res
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _log_tenths(event) -> None:
@@ -341,6 +407,10 @@ def main(argv=None) -> int:
     p.add_argument("--unetr-shape", type=lambda s: [int(v) for v in s.split(",")], default=[64, 1024, 1024],
                    help="volume of the UNETR throughput run")
     p.add_argument("--unetr-tile", type=lambda s: [int(v) for v in s.split(",")], default=[16, 256, 256])
+    p.add_argument("--unetr-chunks", type=lambda s: [int(v) for v in s.split(",")], default=[32, 256, 256],
+                   help="chunks of the zarr volume of the end-to-end UNETR run")
+    p.add_argument("--unetr-no-zarr", action="store_true",
+                   help="leave out the end-to-end zarr -> zarr UNETR run (in memory only)")
     p.add_argument("--json", metavar="PATH", help="write the UNETR throughput figures as JSON")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: stable timings on a shared CPU)")
