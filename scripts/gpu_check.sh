@@ -2,24 +2,34 @@
 # GPU runbook: measure napari-emseg on one GPU in under 9 minutes and write the figures to OUTDIR.
 #
 #   scripts/gpu_check.sh OUTDIR          # on a GPU machine (H100/H200): about 8 minutes
-#   scripts/gpu_check.sh --cpu OUTDIR    # every stage tiny on the CPU (under 2 minutes): a smoke test
+#   scripts/gpu_check.sh --cpu OUTDIR    # every stage tiny on the CPU (under 3 minutes): a smoke test
 #                                        # (--dry-run is the same)
 #
 # Stages, each time-boxed with `timeout` (the whole run never exceeds GPU_CHECK_BUDGET_S, default
-# 530 s; 115 s with --cpu; each stage's slot scales with it); a failed or timed-out stage is
-# recorded and the next one runs:
+# 530 s; 160 s with --cpu; each stage's slot scales with it); a failed or timed-out stage is
+# recorded and the next one runs. GPU slots (s): gpu_tests 70, unetr 85, mae3d_mfu 70, pretrain
+# 125, live 95, devices 50 (495, plus the env's setup and 10 s for the summary):
 #   env         the Python to use: $GPU_CHECK_PYTHON, else ./.venv if it imports torch (with CUDA)
 #               and napari_emseg, else a new venv (./.venv, or ./.venv-gpu beside a CPU-only ./.venv;
 #               --system-site-packages when the system Python has a CUDA torch, else
 #               `pip install torch==2.13.0` first), then `pip install -e .[test]`
 #   gpu_tests   pytest -m gpu on the test files that hold GPU tests     -> gpu_tests.log, gpu_tests.xml
-#   unetr       tiled inference of the ViT-B UNETR at bf16 (bench/inference.py): Mvoxel/s and the
-#               fraction of the GPU's dense bf16 peak                    -> unetr.json, unetr.log
+#   unetr       tiled inference of the ViT-B UNETR at bf16 (bench/inference.py) on 64 x 1024 x 1024:
+#               Mvoxel/s in memory (predict_tiled, array -> array) and the fraction of the GPU's dense
+#               bf16 peak; then end to end zarr -> zarr as `segment --task none` (segment_job on
+#               open_volume of a zarr array, float16 maps written to OUT/predictions, provenance and its
+#               input checksum included; the predicting part alone too)  -> unetr.json, unetr.log
 #   mae3d_mfu   MAE-3D ViT-B pretraining samples/s and model-FLOP utilisation
 #               (bench/pretrain_throughput.py --mfu)                     -> mae3d_mfu.json, mae3d_mfu.log
-#   pretrain    a short real run of napari-emseg-pretrain (MAE-3D ViT-B, time-limited) on
+#   pretrain    a short real run of napari-emseg-pretrain (MAE-3D ViT-B, 72 s of training) on
 #               $GPU_CHECK_DATA (any volume the CLI reads) or a synthetic EM volume; the exported
 #               encoder and its card are copied to OUTDIR               -> pretrain.log, *.safetensors, *.card.json
+#   live        live training while painting (bench/live.py --synthetic --device cuda): a scripted
+#               painter paints a whole section of a synthetic EM volume (12 x 768 x 768, its
+#               mitochondria) every 9 s for 54 s while live_fine_tune trains the 2D U-Net and
+#               previews the section in view; the median seconds from a stroke to the first overlay
+#               of that section from a model that has trained on it (strokes after the first), and
+#               training steps/s (tiny on the CPU with --cpu)        -> live.json, live.log
 #   devices     `segment --devices` (all GPUs, or two workers on GPU 0 on a one-GPU machine; cpu,cpu
 #               with --cpu) on a synthetic volume: the device each worker used, and the maps equal
 #               a one-device run's (to float16 rounding)                 -> devices.json, devices.log
@@ -47,7 +57,7 @@ cd "$ROOT" || exit 2
 export PYTHONPATH="$ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg QT_QPA_PLATFORM=offscreen PYTHONUNBUFFERED=1
 if [ "$MODE" = cpu ]; then
-  DEFAULT_BUDGET=115
+  DEFAULT_BUDGET=160
   export CUDA_VISIBLE_DEVICES=""   # the smoke test never touches a GPU
 else
   DEFAULT_BUDGET=530
@@ -166,7 +176,7 @@ gpu_ok() {  # GPU mode without CUDA: the stage is recorded as skipped
 
 # -- stages -------------------------------------------------------------------------------------
 mapfile -t GPU_TESTS < <(grep -rl "pytest.mark.gpu" tests --include="test_*.py" | sort)
-stage gpu_tests "$([ "$MODE" = cpu ] && echo 40 || echo 90)" \
+stage gpu_tests "$([ "$MODE" = cpu ] && echo 40 || echo 70)" \
   "$PY" -m pytest -m gpu -q -p no:cacheprovider --junitxml "$OUT/gpu_tests.xml" "${GPU_TESTS[@]}"
 
 if [ "$MODE" = cpu ]; then
@@ -178,14 +188,19 @@ if [ "$MODE" = cpu ]; then
 else
   UNETR_ARGS=(--unetr-device cuda --unetr-vit base --gpu-batch "${GPU_CHECK_UNETR_BATCH:-8}")
   MFU_ARGS=(--device cuda --mfu-vit base --mfu-batch "${GPU_CHECK_MFU_BATCH:-128}" --steps 10)
-  PRE_ARGS=(--set data.batch_size="${GPU_CHECK_PRETRAIN_BATCH:-64}" --set data.workers=8 --time-limit 1.5)
+  PRE_ARGS=(--set data.batch_size="${GPU_CHECK_PRETRAIN_BATCH:-64}" --set data.workers=8 --time-limit 1.2)
   SYNTH=32,256,256
 fi
+if [ "$MODE" = cpu ]; then
+  LIVE_ARGS=(--device cpu --shape 8,128,128 --minutes 0.4 --every 6 --slices 3)
+else
+  LIVE_ARGS=(--device cuda --shape 12,768,768 --minutes 0.9 --every 9 --slices 6)
+fi
 
-gpu_ok unetr && stage unetr "$([ "$MODE" = cpu ] && echo 45 || echo 110)" \
+gpu_ok unetr && stage unetr "$([ "$MODE" = cpu ] && echo 45 || echo 85)" \
   "$PY" bench/inference.py --skip-compare "${UNETR_ARGS[@]}" --json "$OUT/unetr.json"
 
-gpu_ok mae3d_mfu && stage mae3d_mfu "$([ "$MODE" = cpu ] && echo 45 || echo 110)" \
+gpu_ok mae3d_mfu && stage mae3d_mfu "$([ "$MODE" = cpu ] && echo 45 || echo 70)" \
   "$PY" bench/pretrain_throughput.py --mfu "${MFU_ARGS[@]}" --json "$OUT/mae3d_mfu.json"
 
 pretrain_run() {  # ARGS...: a short real pretraining run; the encoder and its card land in OUTDIR
@@ -216,7 +231,11 @@ PYEOF
 }
 export -f pretrain_run
 export PY OUT MODE SYNTH
-gpu_ok pretrain && stage pretrain "$([ "$MODE" = cpu ] && echo 60 || echo 200)" bash -c 'pretrain_run "$@"' pretrain "${PRE_ARGS[@]}"
+gpu_ok pretrain && stage pretrain "$([ "$MODE" = cpu ] && echo 60 || echo 125)" bash -c 'pretrain_run "$@"' pretrain "${PRE_ARGS[@]}"
+
+# live painting on a synthetic volume (the GPU machine has no ../shared/data): stroke -> overlay, steps/s
+gpu_ok live && stage live "$([ "$MODE" = cpu ] && echo 45 || echo 95)" \
+  "$PY" bench/live.py --synthetic "${LIVE_ARGS[@]}" --json "$OUT/live.json"
 
 devices_run() {  # segment --devices vs one device on the same synthetic volume -> devices.json
   set -e
@@ -257,7 +276,7 @@ sys.exit(0 if ok else 1)
 PYEOF
 }
 export -f devices_run
-gpu_ok devices && stage devices "$([ "$MODE" = cpu ] && echo 45 || echo 60)" bash -c 'devices_run' devices
+gpu_ok devices && stage devices "$([ "$MODE" = cpu ] && echo 45 || echo 50)" bash -c 'devices_run' devices
 
 # -- summary ------------------------------------------------------------------------------------
 SUMMARY_PY="$PY"
@@ -275,7 +294,7 @@ def load(name):
     except (OSError, ValueError):
         return None
 
-order = ["env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"]
+order = ["env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "live", "devices"]
 stages = {}
 for name in order:
     s = load(os.path.join("stages", f"{name}.json"))
@@ -291,6 +310,12 @@ except (OSError, ET.ParseError, AttributeError):
 unetr = (load("unetr.json") or {}).get("unetr")
 mfu = (load("mae3d_mfu.json") or {}).get("mae3d")
 devices = load("devices.json")
+live = load("live.json")
+if live:  # the headline figures; live.json holds every stroke and preview
+    live = {**{k: live.get(k) for k in ("device", "device_name", "data", "minutes", "every", "slices", "steps",
+                                     "steps_per_s", "median_overlay_s", "previews", "preview_side", "refresh_s",
+                                     "preview_cost_s", "pixel_ap", "iou", "ap50")},
+            "overlay_s": [x["overlay_s"] for x in live.get("latencies", [])]}
 cards = sorted(glob.glob(os.path.join(out, "*.card.json")))
 card = load(os.path.basename(cards[0])) if cards else None
 summary = {
@@ -300,6 +325,7 @@ summary = {
         "encoder": os.path.basename(cards[0]).replace(".card.json", ".safetensors"),
         "steps": card.get("steps"), "final_loss": card.get("final_loss"), "wall_time_s": card.get("wall_time_s"),
         "hardware": card.get("hardware")},
+    "live": live,
     "devices": devices,
     "all_ok": bool(stages) and all(s["status"] == "ok" for s in stages.values()),
 }
@@ -318,7 +344,12 @@ if tests:
 if unetr:
     lines.append(f"- {unetr['model']} inference ({unetr['precision']}, {unetr['device']}): "
                  f"{fmt(unetr['mvoxel_per_s'])} Mvoxel/s, {fmt(unetr['achieved_tflops'])} TFLOP/s = "
-                 f"{fmt(unetr['fraction_of_peak'], '{:.1%}')} of the bf16 peak")
+                 f"{fmt(unetr['fraction_of_peak'], '{:.1%}')} of the bf16 peak (in memory)")
+    z = unetr.get("zarr")
+    if z:
+        lines.append(f"- {unetr['model']} zarr -> zarr end to end (segment --task none): "
+                     f"{fmt(z['mvoxel_per_s'])} Mvoxel/s ({z['seconds']} s; predicting alone "
+                     f"{fmt(z['predict_mvoxel_per_s'])} Mvoxel/s)")
 if mfu:
     lines.append(f"- {mfu['model']} pretraining ({mfu['precision']}, batch {mfu['batch']}): "
                  f"{fmt(mfu['samples_per_s'])} samples/s, {fmt(mfu['achieved_tflops'])} TFLOP/s, "
@@ -327,6 +358,11 @@ if summary["pretrain_run"]:
     r = summary["pretrain_run"]
     lines.append(f"- pretraining run: {r['encoder']}, {r['steps']} steps in {r['wall_time_s']} s, "
                  f"final loss {fmt(r['final_loss'], '{:.4f}')}")
+if live:
+    lines.append(f"- live painting ({live['device_name']}, {live['data']}): stroke -> overlay median "
+                 f"{fmt(live['median_overlay_s'], '{:.2f} s')} (strokes after the first: {live['overlay_s'][1:]}), "
+                 f"{fmt(live['steps_per_s'], '{:.3g}')} steps/s ({live['steps']} steps in {live['minutes']} min), "
+                 f"preview {live['preview_side']} px every {live['refresh_s']} s")
 if devices:
     lines.append(f"- segment --devices {devices['devices']}: workers {devices['workers']}, maps vs one device: "
                  f"max |diff| {devices['max_abs_diff']:.3g} ({devices['seconds_devices']} s vs "

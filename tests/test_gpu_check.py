@@ -32,7 +32,7 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["mode"] == "cpu"
-    assert set(summary["stages"]) >= {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"}
+    assert set(summary["stages"]) >= {"env", "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "live", "devices"}
     bad = {k: v for k, v in summary["stages"].items() if v["status"] != "ok"}
     assert not bad, (bad, {k: (out / f"{k}.log").read_text()[-1500:] for k in bad if (out / f"{k}.log").exists()})
     assert summary["all_ok"] and summary["env"]["torch"] and summary["env"]["cuda_available"] is False
@@ -40,6 +40,8 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     assert summary["gpu_tests"]["tests"] >= 1 and summary["gpu_tests"]["failures"] == 0
     unetr = json.loads((out / "unetr.json").read_text())["unetr"]
     assert unetr["mvoxel_per_s"] > 0 and unetr["kflop_per_voxel"] > 0 and unetr["fraction_of_peak"] is None
+    # and end to end, zarr volume -> zarr predictions, as `segment --task none`
+    assert unetr["zarr"]["mvoxel_per_s"] > 0 and unetr["zarr"]["output"].startswith("(3, 8, 64, 64)")
     mfu = json.loads((out / "mae3d_mfu.json").read_text())["mae3d"]
     assert mfu["samples_per_s"] > 0 and mfu["tflop_per_step"] > 0 and mfu["mfu"] is None
     # the short pretraining run's encoder and its card
@@ -51,9 +53,17 @@ def test_cpu_mode_runs_every_stage_and_writes_its_figures(tmp_path):
     # segment --devices cpu,cpu: two workers, each on its device, the maps of one device (float16 rounding)
     devices = json.loads((out / "devices.json").read_text())
     assert devices["ok"] and devices["max_abs_diff"] <= 1e-3 and devices["workers"] == {"0": "cpu", "1": "cpu"}
+    # live painting on the synthetic volume: every stroke, its overlay time when one showed, steps/s
+    live = json.loads((out / "live.json").read_text())
+    # (on a loaded CI box a step may take the whole run: then no rate, and no overlay to time)
+    assert live["device"] == "cpu" and live["data"].startswith("synthetic EM") and live["steps"] >= 1
+    assert [x["z"] for x in live["latencies"]] == live["sections"] and len(set(live["sections"])) == 3
+    assert live["steps_per_s"] is None or live["steps_per_s"] > 0
+    assert summary["live"]["steps"] == live["steps"] and summary["live"]["median_overlay_s"] == live["median_overlay_s"]
     md = (out / "summary.md").read_text()
     assert "| pretrain | ok |" in md and "Mvoxel/s" in md and "samples/s" in md
-    for name in ("env.log", "gpu_tests.log", "unetr.log", "mae3d_mfu.log", "pretrain.log", "gpu_tests.xml"):
+    assert "| live | ok |" in md and "zarr -> zarr" in md and "stroke -> overlay" in md
+    for name in ("env.log", "gpu_tests.log", "unetr.log", "mae3d_mfu.log", "pretrain.log", "live.log", "gpu_tests.xml"):
         assert (out / name).is_file(), name
 
 
@@ -64,7 +74,7 @@ def test_a_failing_stage_is_recorded_and_the_rest_still_run(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert {k for k, v in summary["stages"].items() if v["status"] == "skipped"} == {
-        "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "devices"}
+        "gpu_tests", "unetr", "mae3d_mfu", "pretrain", "live", "devices"}
     assert summary["all_ok"] is False
 
 
@@ -74,7 +84,7 @@ def test_gpu_mode_without_cuda_skips_the_gpu_stages_and_still_summarises(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     stages = json.loads((out / "summary.json").read_text())["stages"]
     assert stages["env"]["status"] == "failed" and "no usable CUDA" in stages["env"]["note"]
-    for name in ("unetr", "mae3d_mfu", "pretrain", "devices"):
+    for name in ("unetr", "mae3d_mfu", "pretrain", "live", "devices"):
         assert stages[name]["status"] == "skipped" and stages[name]["note"] == "no CUDA device"
     assert "| env | failed |" in (out / "summary.md").read_text()
 
