@@ -7,6 +7,7 @@ Importing this package is light (no torch); names resolve on first use::
 * :mod:`.trainer` -- :class:`TrainConfig`, :func:`train` (the shared loop), :class:`TrainResult`;
 * :mod:`.methods` -- :func:`pretrain` (one call per run), :func:`default_job`, :func:`load_job`;
 * :mod:`.mae3d`, :mod:`.mscon`, :mod:`.retina`, :mod:`.masked2d` -- the objectives and their job configs;
+* :mod:`.reconstruction` -- what the 2D reconstruction objectives (RETINA, masked 2D) share;
 * :mod:`.state` -- training checkpoints (resume); :mod:`.distributed` -- torchrun/DDP helpers.
 
 See ``docs/pretraining.md``.

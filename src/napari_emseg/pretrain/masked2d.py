@@ -22,13 +22,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from ..config import Config
 from ..data.augment import AugmentConfig, random_geometry, random_intensity
 from ..data.sampler import SamplerConfig
-from ..models.build import ModelConfig, build_model
-from ..models.heads import head_info
+from ..models.build import ModelConfig
+from .reconstruction import SliceReconstruction, check_slices
 from .trainer import TrainConfig
 
 __all__ = ["Masked2DConfig", "Masked2DJob", "Masked2D", "MaskedViews", "build_objective", "make_transform",
@@ -78,8 +77,7 @@ class MaskedViews:
         self.cfg, self.geometry, self.corrupt = cfg, geometry, corrupt
 
     def __call__(self, patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        if patches.shape[1] != 1:
-            raise ValueError(f"masked2d works on 2D slices: the patch must be (1, Y, X), got {patches.shape[1:]}")
+        check_slices(patches, "masked2d")
         targets, inputs, masks = [], [], []
         for p in patches:
             g = np.asarray(random_geometry([p], rng, self.geometry)[0], np.float32)
@@ -93,20 +91,15 @@ class MaskedViews:
                 "mask": np.stack(masks).astype(np.float32)}
 
 
-class Masked2D(nn.Module):
+class Masked2D(SliceReconstruction):
     """The plain 2D U-Net inpainting masked cells; ``forward(batch) -> (loss, metrics)``.
 
     ``batch`` holds ``"input"``, ``"target"`` and ``"mask"`` (1 = masked), ``(B, 1, Y, X)``.
+    ``export_model()`` is the whole U-Net (fine-tuning loads all of it but the head).
     """
 
-    def __init__(self, cfg: Masked2DConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.net = build_model(cfg.backbone.replace(arch="unet2d", out_channels=1), head_info("reconstruction"))
-
-    @property
-    def input_multiple(self) -> tuple[int, ...]:
-        return tuple(self.net.input_multiple)
+    arch = "unet2d"
+    cfg: Masked2DConfig
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         rec = self.net(batch["input"]).float()
@@ -120,17 +113,6 @@ class Masked2D(nn.Module):
             base = (((mean - batch["target"]) ** 2) * m).sum() / m.sum().clamp_min(1.0)
         return loss, {"masked_mse": float(masked.detach()), "visible_mse": float(visible.detach()),
                       "mean_fill_mse": float(base)}
-
-    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """First sample: masked input, reconstruction, target."""
-        x = batch["input"][:1]
-        rec = self.net(x)
-        pick = (lambda t: t[0, 0].detach().float().cpu().numpy())  # noqa: E731
-        return {"input": pick(x), "reconstruction": pick(rec), "target": pick(batch["target"])}
-
-    def export_model(self) -> nn.Module:
-        """The whole U-Net (fine-tuning loads all of it but the head)."""
-        return self.net
 
     def card(self) -> dict[str, object]:
         return {"masked2d": {"mask_ratio": self.cfg.mask_ratio, "mask_patch": self.cfg.mask_patch,

@@ -23,13 +23,12 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..config import Config
 from ..data.augment import AugmentConfig, augment, random_geometry
 from ..data.sampler import SamplerConfig
-from ..models.build import ModelConfig, build_model
-from ..models.heads import head_info
+from ..models.build import ModelConfig
+from .reconstruction import SliceReconstruction, check_slices
 from .trainer import TrainConfig
 
 __all__ = ["RetinaConfig", "RetinaJob", "Retina", "RetinaViews", "build_objective", "make_transform"]
@@ -58,36 +57,20 @@ class RetinaJob(Config):
                                      preview_every=1000)
 
 
-class Retina(nn.Module):
+class Retina(SliceReconstruction):
     """TransUNet-2D reconstructing corrupted slices; ``forward(batch) -> (loss, metrics)``.
 
-    ``batch`` holds ``"input"`` and ``"target"``, ``(B, 1, Y, X)``.
+    ``batch`` holds ``"input"`` and ``"target"``, ``(B, 1, Y, X)``. ``export_model()`` is the
+    whole TransUNet (fine-tuning transfers ``encoder.transformer``).
     """
 
-    def __init__(self, cfg: RetinaConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.net = build_model(cfg.backbone.replace(arch="transunet2d", out_channels=1), head_info("reconstruction"))
-
-    @property
-    def input_multiple(self) -> tuple[int, ...]:
-        return tuple(self.net.input_multiple)
+    arch = "transunet2d"
+    cfg: RetinaConfig
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         rec = self.net(batch["input"]).float()
         loss = F.mse_loss(rec, batch["target"])
         return loss, {"input_mse": float(F.mse_loss(batch["input"], batch["target"]).detach())}
-
-    def preview(self, batch: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-        """First sample: corrupted input, reconstruction, target."""
-        x = batch["input"][:1]
-        rec = self.net(x)
-        pick = (lambda t: t[0, 0].detach().float().cpu().numpy())  # noqa: E731
-        return {"input": pick(x), "reconstruction": pick(rec), "target": pick(batch["target"])}
-
-    def export_model(self) -> nn.Module:
-        """The whole TransUNet (fine-tuning transfers ``encoder.transformer``)."""
-        return self.net
 
 
 def build_objective(job: RetinaJob) -> Retina:
@@ -102,8 +85,7 @@ class RetinaViews:
         self.geometry, self.corrupt = geometry, corrupt
 
     def __call__(self, patches: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        if patches.shape[1] != 1:
-            raise ValueError(f"RETINA works on 2D slices: the patch must be (1, Y, X), got {patches.shape[1:]}")
+        check_slices(patches, "RETINA")
         targets, inputs = [], []
         for p in patches:
             g = random_geometry([p], rng, self.geometry)[0]
