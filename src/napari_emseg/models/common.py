@@ -1,4 +1,4 @@
-"""Small pieces shared by the architectures: input checks and normalisation names."""
+"""Small pieces shared by the architectures: input and width checks, normalisation names."""
 
 from __future__ import annotations
 
@@ -34,6 +34,12 @@ def check_input(
             f"{name}: spatial size {spatial} is not a multiple of {tuple(multiple)}; "
             f"pad or crop the input, e.g. to {fixed}"
         )
+
+
+def check_widths(widths: Sequence[int]) -> None:
+    """Raise unless ``widths`` (channels per stage, fine to coarse) gives at least two stages."""
+    if len(widths) < 2:
+        raise ValueError(f"widths {tuple(widths)}: give at least two stages")
 
 
 def norm_name(norm: str) -> str | tuple:

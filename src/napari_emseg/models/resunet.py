@@ -23,7 +23,7 @@ from monai.networks.blocks import ResidualUnit
 from monai.networks.blocks.dynunet_block import get_conv_layer
 from torch import nn
 
-from .common import check_input, norm_name, slicewise
+from .common import check_input, check_widths, norm_name, slicewise
 
 __all__ = ["ResUNet3D", "ResUNet2D", "ResUNetEncoder", "ResUNetDecoder", "resunet_strides"]
 
@@ -87,7 +87,34 @@ class ResUNetDecoder(nn.Module):
         return x, outs
 
 
-class ResUNet3D(nn.Module):
+class _ResUNet(nn.Module):
+    """What :class:`ResUNet3D` and :class:`ResUNet2D` share: encoder, decoder and 1x1 head over
+    the given down-sampling ``strides``, in :attr:`spatial_dims` dimensions."""
+
+    spatial_dims: int
+
+    def __init__(self, in_channels: int, out_channels: int, widths: Sequence[int],
+                 strides: tuple[tuple[int, ...], ...], use_skips: bool, subunits: int, norm: str,
+                 dropout: float) -> None:
+        super().__init__()
+        check_widths(widths)
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.strides = strides
+        dims = self.spatial_dims
+        self.encoder = ResUNetEncoder(in_channels, widths, strides, subunits, norm, dropout, spatial_dims=dims)
+        self.decoder = ResUNetDecoder(widths, strides, use_skips, subunits, norm, dropout, spatial_dims=dims)
+        self.head = (nn.Conv3d if dims == 3 else nn.Conv2d)(widths[0], out_channels, kernel_size=1)
+
+    def _run(self, x: torch.Tensor, return_features: bool, multiple: Sequence[int], name: str):
+        """Check ``x``, then logits or ``(logits, features)`` (see :meth:`ResUNet3D.forward`)."""
+        check_input(x, in_channels=self.in_channels, multiple=multiple, name=name)
+        out, feats = self.decoder(self.encoder(x))
+        logits = self.head(out)
+        return (logits, feats) if return_features else logits
+
+
+class ResUNet3D(_ResUNet):
     """Residual U-Net ``(B, C, Z, Y, X) -> (B, out_channels, Z, Y, X)``.
 
     Parameters
@@ -119,15 +146,8 @@ class ResUNet3D(nn.Module):
         norm: str = "instance",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        if len(widths) < 2:
-            raise ValueError(f"widths {tuple(widths)}: give at least two stages")
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.strides = resunet_strides(len(widths), anisotropic_levels)
-        self.encoder = ResUNetEncoder(in_channels, widths, self.strides, subunits, norm, dropout)
-        self.decoder = ResUNetDecoder(widths, self.strides, use_skips, subunits, norm, dropout)
-        self.head = nn.Conv3d(widths[0], out_channels, kernel_size=1)
+        super().__init__(in_channels, out_channels, widths, resunet_strides(len(widths), anisotropic_levels),
+                         use_skips, subunits, norm, dropout)
 
     @property
     def input_multiple(self) -> tuple[int, int, int]:
@@ -137,13 +157,10 @@ class ResUNet3D(nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False):
         """Logits, or ``(logits, features)`` with the decoder's features coarse to fine
         (``[bottleneck, ..., finest]``, one per stage) when ``return_features``."""
-        check_input(x, in_channels=self.in_channels, multiple=self.input_multiple, name="ResUNet3D")
-        out, feats = self.decoder(self.encoder(x))
-        logits = self.head(out)
-        return (logits, feats) if return_features else logits
+        return self._run(x, return_features, self.input_multiple, "ResUNet3D")
 
 
-class ResUNet2D(nn.Module):
+class ResUNet2D(_ResUNet):
     """Residual 2D U-Net ``(B, C, Y, X) -> (B, out_channels, Y, X)``; a volume
     ``(B, C, Z, Y, X)`` runs slice by slice.
 
@@ -164,15 +181,8 @@ class ResUNet2D(nn.Module):
         norm: str = "instance",
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        if len(widths) < 2:
-            raise ValueError(f"widths {tuple(widths)}: give at least two stages")
-        self.in_channels = int(in_channels)
-        self.out_channels = int(out_channels)
-        self.strides = ((2, 2),) * (len(widths) - 1)
-        self.encoder = ResUNetEncoder(in_channels, widths, self.strides, subunits, norm, dropout, spatial_dims=2)
-        self.decoder = ResUNetDecoder(widths, self.strides, use_skips, subunits, norm, dropout, spatial_dims=2)
-        self.head = nn.Conv2d(widths[0], out_channels, kernel_size=1)
+        super().__init__(in_channels, out_channels, widths, ((2, 2),) * (len(widths) - 1), use_skips, subunits,
+                         norm, dropout)
 
     @property
     def input_multiple(self) -> tuple[int, int, int]:
@@ -192,7 +202,4 @@ class ResUNet2D(nn.Module):
 
             logits = slicewise(fwd, x)
             return (logits, feats) if return_features else logits
-        check_input(x, in_channels=self.in_channels, multiple=self.input_multiple[1:], name="ResUNet2D")
-        out, feats = self.decoder(self.encoder(x))
-        logits = self.head(out)
-        return (logits, feats) if return_features else logits
+        return self._run(x, return_features, self.input_multiple[1:], "ResUNet2D")

@@ -19,7 +19,7 @@ import torch
 from monai.networks.blocks import UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
-from .common import check_input, norm_name, slicewise
+from .common import check_input, check_widths, norm_name, slicewise
 from .resunet import ResUNetEncoder
 from .vit3d import ViT
 
@@ -79,8 +79,7 @@ class TransUNet2D(nn.Module):
         subunits: int = 2,
     ) -> None:
         super().__init__()
-        if len(widths) < 2:
-            raise ValueError(f"widths {tuple(widths)}: give at least two stages")
+        check_widths(widths)
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
         self.encoder = TransUNetEncoder(in_channels, widths, embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
