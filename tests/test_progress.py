@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from napari_emseg.progress import Cancelled, CancelToken, Progress, Stopwatch, cancellable, drain
+from napari_emseg.progress import (
+    Cancelled,
+    CancelToken,
+    Progress,
+    Stopwatch,
+    cancellable,
+    drain,
+    relay,
+    relay_each,
+)
 
 
 def counting_job(n, keep_best=True):
@@ -55,6 +66,33 @@ def test_ctrl_c_between_events_becomes_cancelled_in_the_job():
             raise KeyboardInterrupt  # what Ctrl-C raises while drain() updates the bar
 
     assert drain(counting_job(10), show=False, callback=cb) == ("cancelled", 1)
+
+
+def test_relay_transforms_events_and_passes_cancel_on_to_the_job():
+    seen = []
+
+    def cb(e):
+        seen.append((e.step, e.stage))
+        if e.step == 2:
+            raise KeyboardInterrupt
+
+    job = relay(counting_job(10), lambda e: replace(e, stage="relayed"))
+    assert drain(job, show=False, callback=cb) == ("cancelled", 1)
+    assert seen == [(1, "relayed"), (2, "relayed")]
+
+
+def test_relay_each_yields_what_the_handler_yields_and_a_cancel_it_raises_reaches_the_job():
+    def handle(e):
+        yield e
+        yield replace(e, stage="between")
+        if e.step == 3:
+            raise Cancelled("stopped")
+
+    seen = []
+    assert drain(relay_each(counting_job(10), handle), show=False,
+                 callback=lambda e: seen.append((e.step, e.stage))) == ("cancelled", 2)
+    assert seen == [(1, "count"), (1, "between"), (2, "count"), (2, "between"), (3, "count"), (3, "between")]
+    assert drain(relay_each(counting_job(2), handle), show=False) == ("done", 1)
 
 
 def test_stopwatch_eta():

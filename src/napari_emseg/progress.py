@@ -138,11 +138,22 @@ def cancellable(job: Job[T], token: CancelToken) -> Job[T]:
 def relay(job: Job[T], transform: Callable[[Progress], Progress]) -> Job[T]:
     """Forward ``job``'s events through ``transform``; Cancel (or Ctrl-C) thrown into the relay
     is passed on to ``job``, and ``job``'s result is returned."""
+
+    def one(event: Progress) -> Generator[Progress, Any, None]:
+        yield transform(event)
+
+    return relay_each(job, one)
+
+
+def relay_each(job: Job[T], handle: Callable[[Progress], Generator[Progress, Any, Any]]) -> Job[T]:
+    """:func:`relay` where each of ``job``'s events is handed to the generator ``handle(event)``,
+    which yields any number of events (and may work between them) before ``job`` goes on;
+    Cancel (or Ctrl-C) thrown into it, or raised by it, is passed on to ``job``."""
     try:
         event = next(job)
         while True:
             try:
-                yield transform(event)
+                yield from handle(event)
             except (Cancelled, KeyboardInterrupt) as stop:
                 event = job.throw(stop)
                 continue

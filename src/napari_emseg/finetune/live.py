@@ -37,7 +37,7 @@ from .._signals import deferred_sigterm
 from ..data.normalize import intensity_range
 from ..device import select_device
 from ..models.registry import AUTO, default_encoder
-from ..progress import Cancelled, Job, Progress
+from ..progress import Cancelled, Job, Progress, relay_each
 from .annotations import AnnotationError, find_annotations
 from .job import (
     BATCH_2D,
@@ -223,21 +223,12 @@ class _Loop:
 
     def run(self, job):
         """Relay the trainer's events with the live work between steps; Stop reaches the trainer."""
-        try:
-            event = next(job)
-            while True:
-                try:
-                    if self.stop:
-                        raise Cancelled("stopped while calibrating")
-                    yield from self.between(event)
-                except (Cancelled, KeyboardInterrupt) as stop:
-                    event = job.throw(stop)
-                    continue
-                event = next(job)
-        except StopIteration as done:
-            return done.value
+        return relay_each(job, self.between)
 
     def between(self, event: Progress):
+        """The live work after one trainer event (a Stop raised here reaches the trainer)."""
+        if self.stop:
+            raise Cancelled("stopped while calibrating")
         step = event.step
         metrics = dict(event.metrics)
         snap = self.feed.current
