@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny synthetic EM volumes, GPU auto-skip, a helper to write N5 by hand."""
+"""Shared fixtures: tiny synthetic EM volumes, a tiny checkpoint, GPU auto-skip, a helper to write N5 by hand."""
 
 from __future__ import annotations
 
@@ -32,6 +32,25 @@ def tiny_em():
     from napari_emseg.data.synthetic import make_synthetic_em
 
     return make_synthetic_em(shape=(12, 96, 96), seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_bcd_checkpoint():
+    """``save(path, card=None, seed=None) -> path``: a tiny random mitochondria (BCD) ResUNet saved
+    as a checkpoint (``seed``: seed torch's global RNG first)."""
+
+    def save(path: Path, card: dict | None = None, seed: int | None = None) -> Path:
+        import torch
+
+        from napari_emseg.models import ModelConfig, build_model, head_info, save_checkpoint
+
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                          head_info("bcd", tile=(4, 32, 32)))
+        return save_checkpoint(path, net, card=card)
+
+    return save
 
 
 def write_n5(root: Path, name: str, data: np.ndarray, block: tuple[int, ...], attrs: dict) -> None:

@@ -19,16 +19,22 @@ def viewer_with_sample(make_napari_viewer, tiny_em):
     return viewer
 
 
-def tiny_model_checkpoint(tmp_path):
-    from napari_emseg.models import ModelConfig, build_model, save_checkpoint
-    from napari_emseg.models.heads import head_info
+@pytest.fixture
+def finetune_widget(viewer_with_sample, tmp_path, monkeypatch, tiny_bcd_checkpoint):
+    """A Fine-tune widget on the sample's layers, a tiny checkpoint as encoder, the cache in ``tmp_path``."""
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.session import session_for
 
-    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
-                        head_info("bcd", tile=(4, 32, 32)))
-    return save_checkpoint(tmp_path / "tiny-bcd.safetensors", model)
+    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
+    viewer = viewer_with_sample
+    session_for(viewer).set_encoder(str(tiny_bcd_checkpoint(tmp_path / "tiny-bcd.safetensors")))
+    w = FineTuneWidget(viewer)
+    w.image_combo.value = viewer.layers["raw"]
+    w.labels_combo.value = viewer.layers["painted"]
+    return w
 
 
-def test_encoder_widget_lists_catalogue_and_device(make_napari_viewer, tmp_path):
+def test_encoder_widget_lists_catalogue_and_device(make_napari_viewer, tmp_path, tiny_bcd_checkpoint):
     from napari_emseg._qt.encoder_widget import EncoderWidget
     from napari_emseg._qt.session import session_for
 
@@ -41,22 +47,16 @@ def test_encoder_widget_lists_catalogue_and_device(make_napari_viewer, tmp_path)
     w.select("scratch-resunet")
     assert session_for(viewer).encoder == "scratch-resunet"
     assert "random initialisation" in w.card.toPlainText()
-    path = tiny_model_checkpoint(tmp_path)
+    path = tiny_bcd_checkpoint(tmp_path / "tiny-bcd.safetensors")
     w.load_path(path)
     assert session_for(viewer).encoder == str(path)
     assert "bcd" in w.card.toPlainText() or "contour" in w.card.toPlainText()
 
 
-def test_finetune_flow_saves_model_and_previews(viewer_with_sample, qtbot, tmp_path, monkeypatch):
-    from napari_emseg._qt.finetune_widget import FineTuneWidget
+def test_finetune_flow_saves_model_and_previews(viewer_with_sample, finetune_widget, qtbot):
     from napari_emseg._qt.session import session_for
 
-    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
-    viewer = viewer_with_sample
-    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
-    w = FineTuneWidget(viewer)
-    w.image_combo.value = viewer.layers["raw"]
-    w.labels_combo.value = viewer.layers["painted"]
+    viewer, w = viewer_with_sample, finetune_widget
     w.steps.setValue(6)
     runner = w.start()
     assert runner is not None
@@ -68,16 +68,8 @@ def test_finetune_flow_saves_model_and_previews(viewer_with_sample, qtbot, tmp_p
     assert w.curve.series["loss"]
 
 
-def test_cancel_stops_within_a_step_and_keeps_the_model(viewer_with_sample, qtbot, tmp_path, monkeypatch):
-    from napari_emseg._qt.finetune_widget import FineTuneWidget
-    from napari_emseg._qt.session import session_for
-
-    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
-    viewer = viewer_with_sample
-    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
-    w = FineTuneWidget(viewer)
-    w.image_combo.value = viewer.layers["raw"]
-    w.labels_combo.value = viewer.layers["painted"]
+def test_cancel_stops_within_a_step_and_keeps_the_model(finetune_widget, qtbot):
+    w = finetune_widget
     w.steps.setValue(100_000)
     runner = w.start()
     qtbot.waitUntil(lambda: bool(w.curve.series.get("loss")), timeout=120_000)
@@ -105,24 +97,19 @@ def test_wrong_layer_choices_are_explained(make_napari_viewer, monkeypatch):
     assert layer.data.shape == (4, 16, 16)
 
 
-def test_live_mode_follows_paint_and_view_never_blocks_and_stop_saves(viewer_with_sample, qtbot, tmp_path,
-                                                                       monkeypatch, tiny_em):
+def test_live_mode_follows_paint_and_view_never_blocks_and_stop_saves(viewer_with_sample, finetune_widget, qtbot,
+                                                                       tiny_em):
     import time
 
     from qtpy.QtCore import QTimer
 
-    from napari_emseg._qt.finetune_widget import FineTuneWidget
     from napari_emseg._qt.session import session_for
     from napari_emseg.finetune.live import LiveConfig
     from napari_emseg.models.checkpoint import load_checkpoint
 
-    monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
-    viewer = viewer_with_sample  # slices 3 and 8 painted
+    viewer, w = viewer_with_sample, finetune_widget
     vz = tiny_em.voxel_size[0]
-    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
-    w = FineTuneWidget(viewer)
-    w.image_combo.value = viewer.layers["raw"]
-    painted = w.labels_combo.value = viewer.layers["painted"]
+    painted = viewer.layers["painted"]  # slices 3 and 8 painted
     w.live_config = LiveConfig(reread_every=1, refresh_s=0, calibrate_every_s=0, calibrate_on_stop=False,
                                validate_every=2)
     viewer.dims.set_point(0, 3 * vz)

@@ -10,14 +10,13 @@ import pytest
 pytestmark = pytest.mark.qt
 
 
-def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_path, monkeypatch):
+def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_path, monkeypatch,
+                                        tiny_bcd_checkpoint):
     from qtpy.QtCore import QTimer
 
     from napari_emseg._qt.finetune_widget import FineTuneWidget
     from napari_emseg._qt.segment_widget import SegmentWidget
     from napari_emseg._qt.session import session_for
-
-    from .test_finetune_widget import tiny_model_checkpoint
 
     monkeypatch.setenv("NAPARI_EMSEG_CACHE", str(tmp_path / "cache"))
     viewer = make_napari_viewer()
@@ -29,7 +28,7 @@ def test_annotate_finetune_segment_flow(make_napari_viewer, qtbot, tiny_em, tmp_
         painted.data[z] = tiny_em.mitochondria[z]
     tune.labels_combo.value = painted
     tune.steps.setValue(8)
-    session_for(viewer).set_encoder(str(tiny_model_checkpoint(tmp_path)))
+    session_for(viewer).set_encoder(str(tiny_bcd_checkpoint(tmp_path / "tiny-bcd.safetensors")))
 
     # measure the largest gap between timer ticks while jobs run: the UI thread must stay free
     # (only while a job computes: showing its result adds layers, which is UI work by nature)

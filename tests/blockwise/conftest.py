@@ -47,19 +47,13 @@ def maps(em, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_bcd_checkpoint):
     """A tiny random BCD checkpoint and a synthetic ``raw.zarr`` for the CLI runs: ``(root, ckpt)``."""
-    import torch
-
     from napari_emseg.data.synthetic import make_synthetic_em
     from napari_emseg.io import write_volume
-    from napari_emseg.models import ModelConfig, build_model, head_info, save_checkpoint
 
     root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
-                      head_info("bcd", tile=(4, 32, 32)))
-    ckpt = save_checkpoint(root / "bcd.safetensors", net)
+    ckpt = tiny_bcd_checkpoint(root / "bcd.safetensors", seed=0)
     em = make_synthetic_em((12, 96, 96), seed=2)
     write_volume(root / "raw.zarr", em.raw, voxel_size=em.voxel_size)
     return root, ckpt

@@ -25,12 +25,9 @@ def _cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
+def package(tmp_path_factory, tiny_bcd_checkpoint):
     root = tmp_path_factory.mktemp("bioimageio")
-    torch.manual_seed(0)
-    net = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
-                      head_info("bcd", tile=(4, 32, 32)))
-    ckpt = save_checkpoint(root / "tiny.safetensors", net, card=CARD)
+    ckpt = tiny_bcd_checkpoint(root / "tiny.safetensors", card=CARD, seed=0)
     return ckpt, export_bioimageio(ckpt, root / "tiny.zip")
 
 
