@@ -28,7 +28,7 @@ VNC_TERMS = "Gerhard et al. 2013, CC BY-NC-SA 3.0, doi:10.6084/m9.figshare.85671
 
 
 def train(kind: str, steps: int, minutes: float, threads: int, downsample: int = 1, encoder: str = "scratch-unet2d",
-          seed: int = 0, evaluate_only: bool = False) -> dict:
+          seed: int = 0, evaluate_only: bool = False, recalibrate: bool = False) -> dict:
     import torch
 
     from napari_emseg.evaluation import evaluate
@@ -74,6 +74,13 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     if evaluate_only:  # the bundled model as it is (after a change of the post-processing): score it again
         res = _bundled(WEIGHTS / f"{name}.safetensors")
         train_s = float(load_checkpoint(res.checkpoint, tensors=False).card.get("train_wall_time_s", 0.0))
+        if recalibrate:  # the post-processing calibrated again on the training sections, with this code
+            from napari_emseg.finetune.calibrate import calibrate_checkpoint
+
+            cal = calibrate_checkpoint(res.checkpoint, raw, painted, voxel_size=vs,
+                                       voxel_match=VoxelMatchConfig(enabled=False))
+            print(f"recalibrated: {cal.choice}, {cal.metric} {cal.score:.4f} on the painted sections "
+                  f"(defaults {cal.default_score:.4f}): {cal.config.to_dict()}")
     else:
         res = drain(fine_tune(encoder, raw, painted, cfg, out=WEIGHTS / f"{name}.safetensors", voxel_size=vs,
                               source=data), desc=name)
@@ -95,15 +102,16 @@ def train(kind: str, steps: int, minutes: float, threads: int, downsample: int =
     card.update({
         "name": name, "family": f"{model.config.arch} widths {'/'.join(map(str, model.config.widths))}", "data": data,
         "licence": f"Non-commercial: {terms}",
-        "description": f"One-click {task} model: fine-tuned with napari-emseg's default recipe on real ssTEM "
-                       f"(encoder {card.get('layout', {}).get('arch', '')} from {encoder!r}).",
         "held_out_scores": {"sections": ", ".join(map(str, test_z)), **scores},
         "generalises_to": "serial-section TEM of insect neuropil at ~4-9 nm pixels; on other tissue, microscopes "
                           "or resolutions fine-tune on a few painted slices (fine-tuning starts from this model)",
         "train_wall_time_s": round(train_s, 1),
-        "command": f"python scripts/train_oneclick_models.py {kind} --steps {steps} --minutes {minutes} "
-                   f"--downsample {downsample} --encoder {encoder} --seed {seed}",
     })
+    if not evaluate_only:  # a re-scored model keeps the description and command that trained it
+        card["description"] = (f"One-click {task} model: fine-tuned with napari-emseg's default recipe on real "
+                               f"ssTEM (encoder {card.get('layout', {}).get('arch', '')} from {encoder!r}).")
+        card["command"] = (f"python scripts/train_oneclick_models.py {kind} --steps {steps} --minutes {minutes} "
+                           f"--downsample {downsample} --encoder {encoder} --seed {seed}")
     save_checkpoint(res.checkpoint, model, job=ck.job, card=card)
     print(json.dumps({"model": str(res.checkpoint), "steps": res.steps, "stopped": res.stopped,
                       "train_s": round(train_s), "scores": scores}, indent=1))
@@ -143,12 +151,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--evaluate-only", action="store_true",
                    help="do not train: score the bundled model again on its held-out sections")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="with --evaluate-only: calibrate its post-processing again on the training sections "
+                        "first (after a change of the post-processing), and write it into the bundled card")
     args = p.parse_args(argv)
     if not DATA.exists():
         print(f"{DATA} not found: this script needs the shared EM data", file=sys.stderr)
         return 1
     train(args.kind, args.steps, args.minutes, args.threads, args.downsample, args.encoder, args.seed,
-          args.evaluate_only)
+          args.evaluate_only, args.recalibrate)
     return 0
 
 
