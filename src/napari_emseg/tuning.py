@@ -64,6 +64,7 @@ DEFAULT_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
         "seed_distance": (0.1, 0.3, 0.5),  # a weak model's distance map is flat: no seed passes 0.5
         "foreground_threshold": (0.3, 0.5, 0.7, 0.85),
         "min_size": (0, 32, 128, 512),
+        "split": (True, False),  # seeded watershed, or each connected piece one object
     },
 }
 """The settings tried by default (dotted :class:`~napari_emseg.postprocess.NeuronConfig` /
@@ -162,7 +163,7 @@ def tune_job(
                                         background_label=background_label, axis=axis)
     plan = _plan(base, grid if grid is not None else DEFAULT_GRIDS[task], CHEAP_FIELDS[task])
     expensive, cheap = plan
-    builds = list(itertools.product(*expensive.values()))
+    builds = distinct_builds(base, expensive)
     sign = 1.0 if metric in _LOWER_IS_BETTER else -1.0
     yield Progress(0, len(builds), "tune", f"{len(builds)} builds x {math.prod(len(v) for v in cheap.values())} "
                                            f"settings on {len(slices)} painted slices")
@@ -298,6 +299,20 @@ def _plan(base: Config, grid: Mapping[str, Sequence[Any]], cheap_names: frozense
             _with(base, {key: v})  # type-checks each value now, not mid-search
         (cheap if key in cheap_names else expensive)[key] = vals
     return expensive, cheap
+
+
+def distinct_builds(base: Config, expensive: Mapping[str, Sequence[Any]]) -> list[tuple[Any, ...]]:
+    """The value tuples of the expensive fields, base first, without the ones that differ only in
+    fields the setting does not use (``MitoConfig(split=False)`` ignores its seed thresholds)."""
+    out, seen = [], set()
+    for values in itertools.product(*expensive.values()):
+        cfg = _with(base, dict(zip(expensive, values)))
+        unused = set(cfg.unused_fields()) if hasattr(cfg, "unused_fields") else set()
+        key = tuple(v for k, v in zip(expensive, values) if k not in unused)
+        if key not in seen:
+            seen.add(key)
+            out.append(values)
+    return out
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:

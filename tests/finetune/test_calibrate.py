@@ -163,3 +163,35 @@ def test_resolution_rules():
     assert resolve_postprocess(stored, "boundaries")[0] == NeuronConfig()  # another target: not used
     legacy = {"postprocess": {"target": "bcd", **MitoConfig(min_size=3).to_dict()}}  # older (bundled) cards
     assert resolve_postprocess(legacy, "bcd")[0].min_size == 3
+
+
+class StripedBCD(nn.Module):
+    """A confident foreground whose distance map has a ridge every 8 voxels along x: seeds cut
+    every mitochondrion into bands, so only ``split=False`` (one object per connected piece) is right."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.info = SquashedBCD().info
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = (x + 1) / 2
+        fg = ((v - 0.3) * 10).clamp(0, 1)
+        return torch.cat([fg, torch.full_like(fg, 0.1), fg * ((v - 0.5) * 2).clamp(0, 1)], dim=1)
+
+
+def striped_image(mito: np.ndarray) -> np.ndarray:
+    x = np.arange(mito.shape[-1])
+    stripe = (1 + np.cos(2 * np.pi * x / 8)) / 2
+    return np.where(mito > 0, 128 + 127 * stripe, 0).astype(np.uint8)
+
+
+def test_calibration_stops_splitting_when_the_seeds_cut_objects(tiny_em):
+    image = striped_image(tiny_em.mitochondria)
+    maps = StripedBCD()(torch.from_numpy(image.astype(np.float32) / 127.5 - 1)[None, None])[0].detach().numpy()
+    assert extract_instances(maps, "bcd", MitoConfig()).max() > 1.5 * np.unique(tiny_em.mitochondria).size
+    res = calibrate_postprocess(StripedBCD(), image, painted(tiny_em))
+    assert res.config.split is False and res.choice != "defaults"
+    assert res.cv_score > res.cv_default_score and res.score > 0.8
+    # settings that differ only in seed thresholds the split-free setting ignores are built once
+    assert sum(not r["split"] for r in res.table) == 3 * 3  # foreground thresholds x min sizes

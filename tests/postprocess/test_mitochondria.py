@@ -82,3 +82,13 @@ def test_2d_mode_labels_each_section_separately():
 def test_bcd_needs_three_channels():
     with pytest.raises(MapError, match="3 channel"):
         extract_instances(np.zeros((2, 4, 8, 8), np.float32), "bcd")
+
+
+def test_split_false_makes_each_connected_piece_one_object():
+    gt = two_touching_mitochondria()
+    bcd = gt_bcd(gt)
+    merged = extract_instances(bcd, "bcd", MitoConfig(split=False, min_size=1))
+    assert merged.max() == 1 and np.array_equal(merged > 0, bcd[0] > MitoConfig().foreground_threshold)
+    apart = extract_instances(gt_bcd(two_touching_mitochondria(centres=(25.0, 75.0))), "bcd", MitoConfig(split=False))
+    assert apart.max() == 2
+    assert MitoConfig(split=False).unused_fields() and not MitoConfig().unused_fields()

@@ -90,6 +90,7 @@ CALIBRATION_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
         "seed_distance": (0.1, 0.3, 0.5),
         "foreground_threshold": (0.5, 0.7, 0.85),
         "min_size": (0, 32, 128),
+        "split": (True, False),  # seeded watershed, or each connected piece one object
     },
 }
 """The reduced grids calibration searches (the defaults' values are always added)."""

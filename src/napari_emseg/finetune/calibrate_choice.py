@@ -132,10 +132,10 @@ def _fmt(v: Any) -> str:
 def _score_grid(predictions, target, info, voxel_size, task, base, grid, ax, slices, reference, metric, folds, done):
     """Every grid setting scored on the painted slices: pooled and per fold, with object counts."""
     from ..painted import score_stack
-    from ..tuning import CHEAP_FIELDS, _plan, _Source
+    from ..tuning import CHEAP_FIELDS, _plan, _Source, distinct_builds
 
     expensive, cheap = _plan(base, grid, CHEAP_FIELDS[task])
-    builds = list(itertools.product(*expensive.values()))
+    builds = distinct_builds(base, expensive)
     source = _Source(predictions, target, tuple(info.offsets), voxel_size, task)
     fields = [*expensive, *cheap]
     spans = {k: _span(v) for k, v in {**expensive, **cheap}.items()}

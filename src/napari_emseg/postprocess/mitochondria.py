@@ -14,6 +14,11 @@ The U3D-BCD post-processing of MitoEM / PyTorch Connectomics (Wei et al., MICCAI
 4. objects smaller than ``min_size`` voxels are removed (``small="drop"``, PyTC's
    ``'background'``) or merged into the neighbour they touch most (``"merge"``).
 
+With ``split=False`` steps 1 and 3 are skipped: every connected piece of the mask is one object.
+Where mitochondria seldom touch (serial sections of neuropil), that matched held-out objects
+better than the seeds, which can cut one long mitochondrion in two; calibration tries both
+(docs/postprocess.md).
+
 Defaults are PyTC's (``thres1=0.9``, ``thres2=0.8``, ``thres3=0.85``, ``seed_thres=32``,
 ``thres_small=128``). PyTC's ``thres4=0.5`` is a signed tanh distance in ``[-1, 1]``; our distance
 channel is normalised per object to ``[0, 1]`` (1 at the centre), so seeds need ``distance > 0.5``
@@ -59,6 +64,9 @@ class MitoConfig(Config):
         Objects smaller than this (voxels) are removed or merged (``small``).
     small
         ``"drop"`` (default) or ``"merge"`` into the touching object with the largest contact.
+    split
+        Separate touching objects by the seeded watershed (default); ``False``: each connected
+        piece of foreground is one object (the seed settings are then unused).
     """
 
     mode: Literal["2d", "3d"] = "3d"
@@ -69,6 +77,11 @@ class MitoConfig(Config):
     min_seed_size: int = 32
     min_size: int = 128
     small: SmallMode = "drop"
+    split: bool = True
+
+    def unused_fields(self) -> tuple[str, ...]:
+        """Fields this setting ignores (tuning skips settings that differ only in them)."""
+        return ("seed_foreground", "seed_contour", "seed_distance", "min_seed_size") if not self.split else ()
 
 
 def bcd_watershed(
@@ -84,6 +97,9 @@ def bcd_watershed(
     (a small or faint object, or a weak distance map) is still an object of its own, never
     dropped. Returns int32 labels (not consecutive, not size-filtered).
     """
+    mask = foreground > native_threshold(config.foreground_threshold, scale)
+    if not config.split:
+        return ndi.label(mask)[0].astype(np.int32, copy=False)
     seeds_mask = foreground > native_threshold(config.seed_foreground, scale)
     seeds_mask &= contour < native_threshold(config.seed_contour, scale)
     seeds_mask &= distance > native_threshold(config.seed_distance, scale)
@@ -94,7 +110,6 @@ def bcd_watershed(
         small = sizes < config.min_seed_size
         small[0] = False
         seeds[small[seeds]] = 0
-    mask = foreground > native_threshold(config.foreground_threshold, scale)
     labels = np.zeros(foreground.shape, np.int32)
     if seeds.any():
         height = np.subtract(np.float32(scale), distance, dtype=np.float32)
