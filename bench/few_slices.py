@@ -81,6 +81,7 @@ fafb; ISBI ARAND <= 0.10. Every cell is printed, met or not.
     python bench/few_slices.py --sets isbi --painted 3 --seeds 0
     python bench/few_slices.py --minutes 0.1 --painted 1 --seeds 0 --sets fafb               # smoke run
     python bench/few_slices.py --minutes 0.1 --painted 1 --seeds 0 --sets fafb --crop 512    # faster smoke run
+    python bench/few_slices.py --sets vnc --painted 3 --arms product --encoder my.safetensors  # a product change only
 """
 
 from __future__ import annotations
@@ -373,6 +374,9 @@ def main() -> None:
                     help="product: FineTuneConfig.steps (default: its default; it stops at the budget or at "
                          "these steps, whichever first)")
     ap.add_argument("--encoder", default=None, help="product: encoder (default: the CLI finetune default)")
+    ap.add_argument("--arms", default=",".join(ARMS),
+                    help="which arms to run (e.g. 'product' to try a product change against earlier baseline "
+                         "rows; the error cut needs both)")
     ap.add_argument("--train-crop", type=int, default=192, help="baseline: training crop side")
     ap.add_argument("--batch", type=int, default=8, help="baseline: crops per step")
     ap.add_argument("--lr", type=float, default=1e-3, help="baseline: Adam learning rate")
@@ -380,6 +384,9 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="write every result here (rewritten after each run)")
     args = ap.parse_args()
     args.encoder = args.encoder or default_encoder()
+    arms = [a for a in args.arms.split(",") if a]
+    if not arms or set(arms) - set(ARMS):
+        ap.error(f"--arms: choose from {', '.join(ARMS)}")
     threads = args.threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
@@ -407,7 +414,7 @@ def main() -> None:
             painted = tuple(spec["painted"][n])
             assert not set(painted) & set(test), "a painted section is scored"
             for seed in seeds:
-                order = ARMS if run_i % 2 == 0 else ARMS[::-1]  # interleaved
+                order = [a for a in (ARMS if run_i % 2 == 0 else ARMS[::-1]) if a in arms]  # interleaved
                 run_i += 1
                 for arm in order:
                     if arm == "product":
