@@ -355,7 +355,7 @@ def print_set(name: str, kind: str, rows: list[dict], minutes: float) -> dict[st
         for what, v, ok in checks:
             print(f"  {what}: {v:.3f} -> {'met' if ok else 'MISSED'}")
     else:
-        print("targets: not checked (they need the 3-painted-section rows)")
+        print("targets: not checked (they need both arms on the 3-painted-section rows)")
     return {"summary": {str(k): v for k, v in summary.items()},
             "targets": [{"target": w, "value": v, "met": ok} for w, v, ok in checks]}
 
