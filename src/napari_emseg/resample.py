@@ -38,7 +38,9 @@ __all__ = [
     "VoxelPlan",
     "Resampled",
     "voxel_size_of",
+    "zoom_of",
     "plan_voxel_match",
+    "plan_zoom",
     "describe_voxel_sizes",
     "match_voxel_size",
     "log_plan",
@@ -95,6 +97,9 @@ class VoxelPlan:
         Whether any axis is resampled.
     reason
         One line saying why (or why not).
+    unit
+        ``"nm"``; ``"px"`` for a plan made from a zoom (:func:`plan_zoom`) where a voxel size
+        is unknown: the image's size is then ``(1, 1, 1)`` pixels and no size is in nm.
     """
 
     image_voxel_size: VoxelSize | None
@@ -102,6 +107,7 @@ class VoxelPlan:
     target_voxel_size: VoxelSize | None
     resample: bool
     reason: str
+    unit: str = "nm"
 
     @property
     def zoom(self) -> tuple[float, float, float]:
@@ -117,7 +123,7 @@ class VoxelPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"image_voxel_size": _plain(self.image_voxel_size), "model_voxel_size": _plain(self.model_voxel_size),
                 "target_voxel_size": _plain(self.target_voxel_size), "resample": self.resample,
-                "zoom": list(self.zoom), "reason": self.reason}
+                "zoom": list(self.zoom), "reason": self.reason, "unit": self.unit}
 
 
 def _plain(vs: Sequence[float] | None) -> list[float] | None:
@@ -157,23 +163,40 @@ def voxel_size_of(model: Any) -> VoxelSize | None:
     return None
 
 
+def zoom_of(model: Any) -> VoxelSize | None:
+    """The ``input_zoom`` a model or checkpoint records (``ModelInfo.input_zoom``), if any."""
+    info = getattr(model, "info", model)
+    if isinstance(model, (str, os.PathLike)) and os.path.isfile(os.fspath(model)):
+        from .models.checkpoint import load_checkpoint
+        from .models.errors import ModelError
+
+        try:
+            info = load_checkpoint(os.fspath(model), tensors=False).info
+        except ModelError:
+            return None
+    return _triple(getattr(info, "input_zoom", None))
+
+
 def plan_voxel_match(
     model_voxel_size: Sequence[float] | None,
     image_voxel_size: Sequence[float] | None,
     config: VoxelMatchConfig = VoxelMatchConfig(),
     *,
     keep_axes: Sequence[int] = (),
+    model_zoom: Sequence[float] | None = None,
 ) -> VoxelPlan:
     """Decide whether (and along which axes) an image must be resampled for a model.
 
     Parameters
     ----------
     model_voxel_size, image_voxel_size
-        ``(z, y, x)`` nm; ``None`` when unknown (then nothing is resampled).
+        ``(z, y, x)`` nm; ``None`` when unknown (then nothing is resampled, unless ``model_zoom``).
     config
         Tolerance, on/off switch and sanity limit (:class:`VoxelMatchConfig`).
     keep_axes
         Axes never resampled (fine-tuning keeps the axis along which slices were painted).
+    model_zoom
+        The model's ``input_zoom``: used (:func:`plan_zoom`) when either voxel size is unknown.
     """
     mvs, ivs = _triple(model_voxel_size), _triple(image_voxel_size)
 
@@ -182,6 +205,9 @@ def plan_voxel_match(
 
     if not config.enabled:
         return plan(False, "voxel-size matching is off")
+    zoom = _triple(model_zoom)
+    if (mvs is None or ivs is None) and zoom is not None and any(abs(z - 1) > 1e-6 for z in zoom):
+        return plan_zoom(zoom, ivs, keep_axes=keep_axes, reason="a voxel size is unknown: the model's input zoom")
     if mvs is None:
         return plan(False, "the model does not record its voxel size")
     if ivs is None:
@@ -201,6 +227,25 @@ def plan_voxel_match(
     return plan(True, f"resampling by {zoom} (z x y x x) to the model's grid", target)  # type: ignore[arg-type]
 
 
+def plan_zoom(zoom: Sequence[float], image_voxel_size: Sequence[float] | None = None, *,
+              keep_axes: Sequence[int] = (), reason: str = "") -> VoxelPlan:
+    """A plan that resamples by ``zoom`` (target voxels per image voxel, ``(z, y, x)``).
+
+    With the image's voxel size it is in nm (the target is the image's size divided by the
+    zoom); without, in pixels (``unit="px"``: the image is ``(1, 1, 1)``). ``keep_axes`` keep
+    zoom 1; ``reason`` leads the plan's one-line reason.
+    """
+    z = tuple(1.0 if a in tuple(keep_axes) else float(v) for a, v in enumerate(_triple(zoom)))
+    ivs = _triple(image_voxel_size)
+    unit = "nm" if ivs is not None else "px"
+    source = ivs if ivs is not None else (1.0, 1.0, 1.0)
+    target = tuple(s / f for s, f in zip(source, z))
+    text = " x ".join(f"{f:.3g}" for f in z)
+    resample = any(abs(f - 1) > 1e-6 for f in z)
+    return VoxelPlan(source, None, target if resample else source, resample,  # type: ignore[arg-type]
+                     f"{reason}: resampling by {text} (z x y x x)" if resample else f"{reason}: zoom 1", unit)
+
+
 def describe_voxel_sizes(model: Any, image_voxel_size: Sequence[float] | None,
                          config: VoxelMatchConfig = VoxelMatchConfig()) -> str:
     """Both voxel sizes side by side and what will be done, for a widget label or a log line.
@@ -208,7 +253,7 @@ def describe_voxel_sizes(model: Any, image_voxel_size: Sequence[float] | None,
     >>> describe_voxel_sizes((8, 8, 8), (16, 16, 16))
     'model 8 x 8 x 8 nm | image 16 x 16 x 16 nm: resampling by 2 x 2 x 2 (z x y x x) to the model's grid'
     """
-    plan = plan_voxel_match(voxel_size_of(model), image_voxel_size, config)
+    plan = plan_voxel_match(voxel_size_of(model), image_voxel_size, config, model_zoom=zoom_of(model))
     return f"model {_fmt(plan.model_voxel_size)} | image {_fmt(plan.image_voxel_size)}: {plan.reason}"
 
 
@@ -251,7 +296,7 @@ def match_voxel_size(image: Any, model: Any, image_voxel_size: Sequence[float] |
         if image_voxel_size is None and image.voxel_size_known:
             image_voxel_size = image.voxel_size
         image = image.data
-    plan = plan_voxel_match(voxel_size_of(model), image_voxel_size, config)
+    plan = plan_voxel_match(voxel_size_of(model), image_voxel_size, config, model_zoom=zoom_of(model))
     if log:
         log_plan(plan)
     if not plan.resample:
@@ -263,6 +308,8 @@ def match_voxel_size(image: Any, model: Any, image_voxel_size: Sequence[float] |
 def log_plan(plan: VoxelPlan, then: str = "results are resampled back to the image's grid") -> None:
     """Log what a plan does: a warning with both sizes (and ``then``) when they differ beyond the tolerance."""
     sizes = f"model trained at {_fmt(plan.model_voxel_size)}, image at {_fmt(plan.image_voxel_size)}"
+    if plan.unit == "px":
+        sizes = "voxel size unknown, sizes in pixels"
     if plan.resample:
         logger.warning("voxel sizes differ (%s): %s; %s", sizes, plan.reason, then)
     elif (plan.model_voxel_size is not None and plan.image_voxel_size is not None and "tolerance" not in plan.reason

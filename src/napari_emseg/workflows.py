@@ -193,7 +193,8 @@ def _with_provenance(seg: Segmentation, net: Any, model: Any, image: Any, config
         labels=seg.labels, postprocess=seg.labels is not None,
         model_path=model if isinstance(model, (str, os.PathLike)) else None,
         input_path=source.get("image"), channel=source.get("channel"),
-        voxel_plan=plan_voxel_match(net.info.voxel_size, seg.voxel_size, config.voxel_match),
+        voxel_plan=plan_voxel_match(net.info.voxel_size, seg.voxel_size, config.voxel_match,
+                                    model_zoom=net.info.input_zoom),
         device=select_device(config.inference.device), started=started, command=command,
         postprocess_source=seg.postprocess_source if seg.labels is not None else None)
     return seg

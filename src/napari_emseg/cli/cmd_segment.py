@@ -324,7 +324,8 @@ def record(args: argparse.Namespace, pred: Any, post: Any, labels: Any, labels_p
     return (yield from record_job(
         args.out, model=model, config=config, image=image, voxel_size=vs, outputs=outputs, labels=labels,
         postprocess=labels_path is not None, model_path=args.model, input_path=str(args.image), channel=args.channel,
-        voxel_plan=plan_voxel_match(model.info.voxel_size, vs, config.voxel_match),
+        voxel_plan=plan_voxel_match(model.info.voxel_size, vs, config.voxel_match,
+                                    model_zoom=model.info.input_zoom),
         device=select_device(config.inference.device), started=started, command=list(sys.argv),
         postprocess_source=source))
 

@@ -38,6 +38,7 @@ from .layout import Dims, detect_layout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 from .preview import with_previews
+from .working_grid import working_plan
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +104,13 @@ class FineTuneConfig(Config):
         When the encoder (or checkpoint) records a voxel size that differs from the image's
         beyond ``tolerance``, the painted crop is resampled to it (image linear, labels nearest;
         never along the axis of painted slices); see ``docs/voxel-size.md``.
+    object_px
+        Where the voxel sizes cannot decide (the encoder's or the image's unknown), a 2D network
+        learning mitochondria trains on a grid where the painted objects are about this many
+        pixels across: coarser in-plane by their median diameter over ``object_px`` when that
+        exceeds the tolerance (:mod:`.working_grid`); recorded in the checkpoint
+        (``voxel_size``, ``input_zoom``) so ``segment`` sees new images at the same scale.
+        ``None`` trains on the image's grid.
     calibrate
         After training, tune the post-processing thresholds on the painted slices (guarded
         against overfitting them) and store them in the checkpoint, where ``segment`` finds
@@ -140,6 +148,7 @@ class FineTuneConfig(Config):
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     voxel_match: VoxelMatchConfig = VoxelMatchConfig()
+    object_px: float | None = 25.0
     calibrate: bool = True
 
 
@@ -233,10 +242,14 @@ def fine_tune(
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis)
     kind = _target_kind(cfg, ann)
+    image_voxel_size = voxel_size
     plan = _voxel_plan(encoder, voxel_size, cfg, ann)
-    voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
-    layout = detect_layout(image, voxel_size, cfg.dims)
+    layout = detect_layout(image, plan.target_voxel_size or voxel_size, cfg.dims)
     logger.info("data layout: %s", layout.reason)
+    plan = working_plan(plan, ann, kind=kind, dims=layout.dims, tolerance=cfg.voxel_match.tolerance,
+                        object_px=cfg.object_px if cfg.voxel_match.enabled else None, image_voxel_size=voxel_size)
+    if plan.unit == "nm":
+        voxel_size = plan.target_voxel_size or voxel_size  # the grid the model is trained on
     if isinstance(encoder, str) and encoder == AUTO:
         encoder = default_encoder(layout.dims, cfg.task)
         logger.info("encoder: %s", encoder)
@@ -293,6 +306,8 @@ def fine_tune(
     model = objective.model.cpu().eval()
     if voxel_size is not None:
         model.info = model.info.replace(voxel_size=tuple(voxel_size))
+    if plan.resample and plan.model_voxel_size is None:  # a working grid: new images get the same zoom
+        model.info = model.info.replace(input_zoom=tuple(plan.zoom))
     elapsed = time.perf_counter() - t0
     card = {
         "method": f"fine-tuned ({kind}) from {getattr(encoder, 'name', None) or _encoder_name(encoder)}",
@@ -313,7 +328,7 @@ def fine_tune(
 
         card["postprocess"] = (yield from calibrate_job(
             model, image, labels, mode=cfg.mode, background_label=cfg.background_label, axis=cfg.axis,
-            intensity=(lo, hi), voxel_size=plan.image_voxel_size, voxel_match=cfg.voxel_match, device=cfg.device,
+            intensity=(lo, hi), voxel_size=image_voxel_size, voxel_match=cfg.voxel_match, device=cfg.device,
         )).to_card()
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
     with deferred_sigterm():  # a SIGTERM now still lets the checkpoint be written
@@ -370,10 +385,11 @@ def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann, layout=None) -> tup
 
 def _voxel_plan(encoder: Any, voxel_size: Any, cfg: FineTuneConfig, ann):
     """Whether to resample the painted crop to the encoder's voxel size (never along painted slices)."""
-    from ..resample import log_plan, plan_voxel_match, voxel_size_of
+    from ..resample import log_plan, plan_voxel_match, voxel_size_of, zoom_of
 
     keep = (ann.axis,) if ann.axis is not None else ()
-    plan = plan_voxel_match(voxel_size_of(encoder), voxel_size, cfg.voxel_match, keep_axes=keep)
+    plan = plan_voxel_match(voxel_size_of(encoder), voxel_size, cfg.voxel_match, keep_axes=keep,
+                            model_zoom=zoom_of(encoder))
     log_plan(plan, "the checkpoint records the grid it was trained on")
     return plan
 

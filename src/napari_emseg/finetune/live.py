@@ -131,7 +131,7 @@ def live_fine_tune(
             time.sleep(live.poll_s)
     kind = "boundaries" if cfg.task == "neurons" and cfg.target == "auto" else _target_kind(cfg, ann)
     plan = _voxel_plan(encoder, voxel_size, cfg, ann)
-    train_vs = plan.target_voxel_size or voxel_size
+    train_vs = (plan.target_voxel_size if plan.unit == "nm" else None) or voxel_size
     layout = detect_layout(image, train_vs, cfg.dims)
     if isinstance(encoder, str) and encoder == AUTO:
         encoder = default_encoder(layout.dims, cfg.task)

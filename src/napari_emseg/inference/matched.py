@@ -55,8 +55,9 @@ def predict_matched(
     grid_out = f"{os.fspath(out).rstrip('/')}{MODEL_GRID_SUFFIX}" if isinstance(out, (str, os.PathLike)) else None
     if isinstance(out, (str, os.PathLike)) and Path(out).exists() and not overwrite:
         _check_replaceable_maps(Path(out), grid_out)
-    grid = yield from predict_tiled(model, view, grid_out, config, voxel_size=plan.target_voxel_size, attrs=extra,
-                                    overwrite=overwrite)
+    nm = plan.unit == "nm"  # a plan from the model's input zoom on an image of unknown size is in pixels
+    grid = yield from predict_tiled(model, view, grid_out, config, voxel_size=plan.target_voxel_size if nm else None,
+                                    attrs=extra, overwrite=overwrite)
     back = Resampled(grid, plan.target_voxel_size, plan.image_voxel_size, order=1,
                      shape=tuple(data.shape)[-3:], antialias=match.antialias)
     block = tuple(min(int(b), int(n)) for b, n in zip(config.block, back.shape[1:]))
@@ -64,8 +65,13 @@ def predict_matched(
     from .._outputs import owner_attrs
 
     meta.update(owner_attrs())
-    meta.update(extra, resolution=list(plan.image_voxel_size), voxel_size=list(plan.image_voxel_size),
-                voxel_size_known=True, complete=True, model_grid=grid_out and os.path.basename(grid_out))
+    meta.update(extra, complete=True, model_grid=grid_out and os.path.basename(grid_out))
+    if nm:
+        meta.update(resolution=list(plan.image_voxel_size), voxel_size=list(plan.image_voxel_size),
+                    voxel_size_known=True)
+    else:
+        for key in ("resolution", "voxel_size", "voxel_size_known"):
+            meta.pop(key, None)
     if not isinstance(out, (str, os.PathLike)):
         target = np.zeros(back.shape, back.dtype) if out is None else out
         yield from _fill(target, back, block)

@@ -55,6 +55,11 @@ class ModelInfo(Config):
         A recommended tile shape ``(z, y, x)`` for inference (also the training patch).
     voxel_size
         ``(z, y, x)`` nm of the data the model was trained on, if known.
+    input_zoom
+        ``(z, y, x)`` zoom applied to an image before the model sees it when a voxel size (the
+        image's or this model's) is unknown, e.g. ``(1, 0.5, 0.5)``: fine-tuning chose a grid
+        coarser than the painted image's from the size of the painted objects
+        (docs/voxel-size.md, "Working grid"). ``None``: the image as it is.
     norm
         Intensity normalisation the model expects.
     offsets
@@ -70,6 +75,7 @@ class ModelInfo(Config):
     input_multiple: tuple[int, int, int] = (1, 16, 16)
     tile: tuple[int, int, int] = (16, 128, 128)
     voxel_size: tuple[float, float, float] | None = None
+    input_zoom: tuple[float, float, float] | None = None
     norm: NormConfig = NormConfig()
     offsets: tuple[tuple[int, int, int], ...] = NN_OFFSETS
 
