@@ -92,6 +92,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -279,6 +280,9 @@ def run_product(kind: str, raw: np.ndarray, gt: np.ndarray, painted: tuple[int, 
                     show=False)
         predict_s = time.perf_counter() - t0
         card = load_checkpoint(ft.checkpoint, tensors=False).card or {}
+        if args.keep:  # for probes after the run (inference settings, TTA) on the same models
+            Path(args.keep).mkdir(parents=True, exist_ok=True)
+            shutil.copy(ft.checkpoint, Path(args.keep) / f"{Path(source).stem}-{len(painted)}p-s{seed}.safetensors")
     pred = np.asarray(seg.labels)[[z - z0 for z in test]]
     row = score(kind, pred, gt[list(test)])
     row.update(steps=ft.steps, train_s=train_s, predict_s=predict_s, loss=float(ft.metrics.get("loss", float("nan"))),
@@ -382,6 +386,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3, help="baseline: Adam learning rate")
     ap.add_argument("--data", default=str(DATA), help="folder of the real sets (default ../shared/data)")
     ap.add_argument("--json", default=None, help="write every result here (rewritten after each run)")
+    ap.add_argument("--keep", default=None, metavar="DIR", help="product: keep each fine-tuned checkpoint here")
     args = ap.parse_args()
     args.encoder = args.encoder or default_encoder()
     arms = [a for a in args.arms.split(",") if a]

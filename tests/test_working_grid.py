@@ -101,3 +101,16 @@ def test_fine_tune_trains_and_segment_predicts_on_the_working_grid(tmp_path):
     pred = zarr.open_array(str(tmp_path / "s.zarr" / "predictions"), mode="r")
     assert pred.shape[1:] == image.shape and seg.labels.shape == image.shape
     assert pred.attrs["voxel_size_match"]["unit"] == "px" and not pred.attrs.get("voxel_size_known")
+
+
+def test_scale_out_refuses_a_model_on_another_grid(tmp_path):
+    from napari_emseg.blockwise.predict import predict_blockwise_job
+    from napari_emseg.config import ConfigError
+    from napari_emseg.models import ModelConfig, build_model, head_info, save_checkpoint
+
+    net = build_model(ModelConfig(arch="unet2d"), head_info("bcd", tile=(1, 64, 64)).replace(input_zoom=(1, 0.5, 0.5)))
+    ckpt = save_checkpoint(tmp_path / "zoomed.safetensors", net)
+    image = np.zeros((2, 64, 64), np.uint8)
+    with pytest.raises(ConfigError, match="scale-out does not resample"):
+        drain(predict_blockwise_job(None, ckpt, image, tmp_path / "p.zarr"), show=False)
+    assert not (tmp_path / "p.zarr").exists()

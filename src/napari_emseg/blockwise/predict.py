@@ -84,6 +84,7 @@ def predict_blockwise_job(
     from ..models import load_model
 
     model = load_model(model_path, device="cpu", expect_in_channels=1)
+    _refuse_another_grid(model, model_path, voxel_size)
     plan = predict_tiled(model, image, out, config.replace(device="cpu", prefetch=0),
                          voxel_size=voxel_size, attrs=attrs, overwrite=overwrite)
     for event in plan:  # normalise, then create or reopen the output; stop before predicting
@@ -178,3 +179,17 @@ def _read_block(volume: Any, block: Any, spec: dict[str, Any], device: Any) -> A
 
     x = BlockReader(volume, pin=device.type == "cuda")(block).to(device, non_blocking=True)
     return normalize_tensor(x, spec["lo"], spec["hi"], spec["invert"])
+
+
+def _refuse_another_grid(model: Any, model_path: Any, voxel_size: Any) -> None:
+    """Scale-out predicts on the image's grid: a model that works on another one is refused
+    (``segment`` resamples to it, see docs/voxel-size.md) rather than shown the wrong scale."""
+    from ..config import ConfigError
+    from ..resample import plan_voxel_match
+
+    grid = plan_voxel_match(model.info.voxel_size, voxel_size, model_zoom=model.info.input_zoom)
+    if grid.resample:
+        raise ConfigError(f"{model_path}: this model works on another grid than the image's ({grid.reason}); "
+                          "scale-out does not resample: run `napari-emseg segment` (it resamples block by block), "
+                          "or resample the volume to the model's voxel size first")
+
