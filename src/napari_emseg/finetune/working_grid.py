@@ -3,8 +3,8 @@
 A 2D U-Net learns mitochondria best at a scale where they are about ``object_px`` pixels
 across (25 by default): the network's receptive field and the 192-pixel training patch then hold
 whole objects with their surroundings. Painted at 4.6 nm, Gerhard VNC mitochondria are ~52
-pixels across; trained at 9.2 nm (half the pixels in-plane), the same 3 painted sections and 10
-CPU-minutes gave foreground IoU 0.81 instead of 0.64 (docs/benchmarks.md).
+pixels across; trained on this grid (10.3 nm), the same 3 painted sections and 10 CPU-minutes
+gave foreground IoU 0.79 instead of 0.64 (mean of two seeds; docs/benchmarks.md).
 
 The working grid is chosen here, in :func:`fine_tune`, only where nothing better says what the
 model should see: an encoder that records its voxel size, on an image whose voxel size is known,
