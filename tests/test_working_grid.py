@@ -114,3 +114,6 @@ def test_scale_out_refuses_a_model_on_another_grid(tmp_path):
     with pytest.raises(ConfigError, match="scale-out does not resample"):
         drain(predict_blockwise_job(None, ckpt, image, tmp_path / "p.zarr"), show=False)
     assert not (tmp_path / "p.zarr").exists()
+    from napari_emseg.blockwise.predict import _refuse_another_grid
+
+    _refuse_another_grid(load_model(ckpt), ckpt, None, VoxelMatchConfig(enabled=False))  # --no-voxel-match: allowed

@@ -53,6 +53,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
     if task != "none":
         post = post_base(args, info.target).override(getattr(args, "post_overrides", []))
     from ..cli._args import voxel_size_of as _voxel_size
+    from ..resample import voxel_match_from_args
 
     vs = _voxel_size(args)
     cfg = BlockwiseConfig(blocks=blocks)
@@ -62,6 +63,7 @@ def segment_blockwise(args: argparse.Namespace, inference: Any, blocks: tuple[in
         scheduler=args.scheduler, local_workers=args.local_workers, channel=args.channel, voxel_size=vs,
         axes=getattr(args, "axes", None),
         overwrite=getattr(args, "overwrite", False), devices=getattr(args, "devices", None) or None,
+        voxel_match=voxel_match_from_args(args),
     )
     result = drain(job, desc="blockwise", show=not args.quiet)
     summary: dict[str, Any] = {"predictions": zarr.open_array(result.predictions, mode="r"),

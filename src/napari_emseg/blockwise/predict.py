@@ -47,6 +47,7 @@ def predict_blockwise_job(
     retries: int = 2,
     overwrite: bool = False,
     devices: Sequence[str] | None = None,
+    voxel_match: Any = None,
 ) -> Job[Any]:
     """Write ``(C, Z, Y, X)`` maps of ``image`` to the zarr array ``out``, one task per block.
 
@@ -77,6 +78,9 @@ def predict_blockwise_job(
         (:mod:`.devices`); ``None``: ``config.device``, with one GPU per worker where a worker
         sees several and the device is ``auto``/``cuda``. The array's ``inference`` attribute
         records the device each worker used (``workers``).
+    voxel_match
+        A :class:`~napari_emseg.resample.VoxelMatchConfig`; a model on another grid than the
+        image's is refused (nothing is resampled here) unless it is switched off.
     """
     import zarr
 
@@ -84,7 +88,7 @@ def predict_blockwise_job(
     from ..models import load_model
 
     model = load_model(model_path, device="cpu", expect_in_channels=1)
-    _refuse_another_grid(model, model_path, voxel_size)
+    _refuse_another_grid(model, model_path, voxel_size, voxel_match)
     plan = predict_tiled(model, image, out, config.replace(device="cpu", prefetch=0),
                          voxel_size=voxel_size, attrs=attrs, overwrite=overwrite)
     for event in plan:  # normalise, then create or reopen the output; stop before predicting
@@ -181,15 +185,16 @@ def _read_block(volume: Any, block: Any, spec: dict[str, Any], device: Any) -> A
     return normalize_tensor(x, spec["lo"], spec["hi"], spec["invert"])
 
 
-def _refuse_another_grid(model: Any, model_path: Any, voxel_size: Any) -> None:
+def _refuse_another_grid(model: Any, model_path: Any, voxel_size: Any, match: Any = None) -> None:
     """Scale-out predicts on the image's grid: a model that works on another one is refused
     (``segment`` resamples to it, see docs/voxel-size.md) rather than shown the wrong scale."""
     from ..config import ConfigError
-    from ..resample import plan_voxel_match
+    from ..resample import VoxelMatchConfig, plan_voxel_match
 
-    grid = plan_voxel_match(model.info.voxel_size, voxel_size, model_zoom=model.info.input_zoom)
+    match = match if match is not None else VoxelMatchConfig()
+    grid = plan_voxel_match(model.info.voxel_size, voxel_size, match, model_zoom=model.info.input_zoom)
     if grid.resample:
         raise ConfigError(f"{model_path}: this model works on another grid than the image's ({grid.reason}); "
                           "scale-out does not resample: run `napari-emseg segment` (it resamples block by block), "
-                          "or resample the volume to the model's voxel size first")
+                          "or resample the volume to the model's voxel size first (--no-voxel-match predicts on the image's grid anyway)")
 

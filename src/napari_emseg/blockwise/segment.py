@@ -62,6 +62,7 @@ def segment_blockwise_job(
     attrs: dict[str, Any] | None = None,
     overwrite: bool = False,
     devices: Sequence[str] | None = None,
+    voxel_match: Any = None,
 ) -> Job[BlockwiseSegmentation]:
     """Predict ``OUT/predictions`` and extract ``OUT/labels`` block by block on a dask cluster.
 
@@ -96,6 +97,10 @@ def segment_blockwise_job(
         One device per worker (``"cuda:0"``, ``"cuda:1"``, ``"cpu"`` ...): worker ``i`` predicts
         on ``devices[i % len(devices)]``; a local cluster gets ``len(devices)`` workers unless
         ``local_workers`` says otherwise (:mod:`.devices`).
+    voxel_match
+        A :class:`~napari_emseg.resample.VoxelMatchConfig`: scale-out cannot resample, so a model
+        on another grid is refused unless matching is switched off (``enabled=False``,
+        ``--no-voxel-match``: predict on the image's grid anyway).
 
     The run holds ``OUT.lock`` (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
     """
@@ -118,7 +123,7 @@ def segment_blockwise_job(
     with dask_client(scheduler, local_workers, processes=processes) as client:
         pred = yield from predict_blockwise_job(client, model, local, pred_path, inference, image_ref=ref,
                                                 voxel_size=vs, attrs=meta, retries=blockwise.retries,
-                                                overwrite=overwrite, devices=devices)
+                                                overwrite=overwrite, devices=devices, voxel_match=voxel_match)
         target = str(pred.attrs["target"])
         finish_multiscale(pred_path, "maps", vs)
         if not extract:
