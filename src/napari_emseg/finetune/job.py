@@ -38,7 +38,7 @@ from .layout import Dims, detect_layout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 from .preview import with_previews
-from .working_grid import working_plan
+from .working_grid import resample_crop, voxel_plan, working_plan
 
 logger = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def fine_tune(
                            background_label=cfg.background_label, axis=cfg.axis)
     kind = _target_kind(cfg, ann)
     image_voxel_size = voxel_size
-    plan = _voxel_plan(encoder, voxel_size, cfg, ann)
+    plan = voxel_plan(encoder, voxel_size, cfg, ann)
     layout = detect_layout(image, plan.target_voxel_size or voxel_size, cfg.dims)
     logger.info("data layout: %s", layout.reason)
     plan = working_plan(plan, ann, kind=kind, dims=layout.dims, tolerance=cfg.voxel_match.tolerance,
@@ -271,7 +271,7 @@ def fine_tune(
     check_finite(crop, offset=[s.start or 0 for s in ann.box], hint="clean the painted region of the image first")
     painted = ann
     if plan.resample:
-        crop, ann = _resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
+        crop, ann = resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
     img = normalize(crop, lo, hi, model.info.norm.invert)
     train_ann, val_ann = split_holdout(ann, cfg.holdout and len(ann.slices) >= cfg.holdout_min_slices)
     target_kwargs = _target_kwargs(kind, model)
@@ -381,29 +381,6 @@ def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann, layout=None) -> tup
         patch = (1, *patch[1:])
     mult = model.info.input_multiple
     return tuple(max(m, -(-int(p) // m) * m) for p, m in zip(patch, mult))
-
-
-def _voxel_plan(encoder: Any, voxel_size: Any, cfg: FineTuneConfig, ann):
-    """Whether to resample the painted crop to the encoder's voxel size (never along painted slices)."""
-    from ..resample import log_plan, plan_voxel_match, voxel_size_of, zoom_of
-
-    keep = (ann.axis,) if ann.axis is not None else ()
-    plan = plan_voxel_match(voxel_size_of(encoder), voxel_size, cfg.voxel_match, keep_axes=keep,
-                            model_zoom=zoom_of(encoder))
-    log_plan(plan, "the checkpoint records the grid it was trained on")
-    return plan
-
-
-def _resample_crop(crop: np.ndarray, ann, plan, antialias: bool):
-    """The crop (linear) and its annotations (nearest) on the plan's grid, re-read from the labels."""
-    from ..resample import resample, resample_labels
-
-    img = resample(crop, plan.image_voxel_size, plan.target_voxel_size, antialias=antialias)
-    lab = resample_labels(ann.labels, plan.image_voxel_size, plan.target_voxel_size, shape=img.shape)
-    new = find_annotations(lab, img.shape, mode=ann.mode, background_label=ann.background_label,
-                           axis=ann.axis, context=img.shape)
-    logger.info("fine-tuning on the crop resampled from %s to %s voxels", crop.shape, img.shape)
-    return img, new
 
 
 def _isotropic(voxel_size) -> bool:

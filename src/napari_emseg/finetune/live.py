@@ -48,14 +48,13 @@ from .job import (
     _encoder_name,
     _isotropic,
     _patch_shape,
-    _resample_crop,
     _target_kind,
     _target_kwargs,
-    _voxel_plan,
 )
 from .layout import detect_layout
 from .live_feed import LiveConfig, LiveFeed, ViewSource, predict_window, read_view
 from .model_setup import freeze_and_group, prepare_model
+from .working_grid import resample_crop, voxel_plan
 
 __all__ = ["LiveConfig", "ViewSource", "LiveResult", "live_fine_tune"]
 
@@ -130,7 +129,7 @@ def live_fine_tune(
             yield Progress(0, None, stage="waiting", message=f"waiting for paint: {err}")
             time.sleep(live.poll_s)
     kind = "boundaries" if cfg.task == "neurons" and cfg.target == "auto" else _target_kind(cfg, ann)
-    plan = _voxel_plan(encoder, voxel_size, cfg, ann)
+    plan = voxel_plan(encoder, voxel_size, cfg, ann)
     train_vs = (plan.target_voxel_size if plan.unit == "nm" else None) or voxel_size
     layout = detect_layout(image, train_vs, cfg.dims)
     if isinstance(encoder, str) and encoder == AUTO:
@@ -148,7 +147,7 @@ def live_fine_tune(
     batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
     if cfg.batch_size is None and select_device(cfg.device).type == "cpu":
         batch_size = max(1, batch_size // 2)  # shorter steps: a stroke reaches the model sooner
-    resample = (lambda crop, a: _resample_crop(crop, a, plan, cfg.voxel_match.antialias)) if plan.resample else None
+    resample = (lambda crop, a: resample_crop(crop, a, plan, cfg.voxel_match.antialias)) if plan.resample else None
     feed = LiveFeed(image, get_labels, cfg, kind=kind, patch=patch, lo=lo, hi=hi, model=model,
                     target_kwargs=_target_kwargs(kind, model), batch_size=batch_size, permute=permute,
                     resample=resample, t0=t0)

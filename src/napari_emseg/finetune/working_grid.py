@@ -13,6 +13,9 @@ is the painted objects' median diameter over ``object_px``, in the painted plane
 exceeds the voxel-size tolerance (objects are never enlarged). The model records it:
 ``ModelInfo.voxel_size`` (nm, when the image's is known) and ``ModelInfo.input_zoom`` (for
 images of unknown voxel size), so ``segment`` shows new images to it at the same scale.
+
+:func:`voxel_plan` (the voxel-size match) and :func:`resample_crop` (the painted crop on the
+plan's grid) are shared by :func:`fine_tune` and live training.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from ..resample import VoxelPlan, plan_zoom
-from .annotations import Annotations
+from .annotations import Annotations, find_annotations
 from .targets import instance_ids
 
 logger = logging.getLogger(__name__)
@@ -83,3 +86,26 @@ def working_plan(plan: VoxelPlan, ann: Annotations, *, kind: str, dims: int, obj
     new = plan_zoom((1.0, 1.0 / shrink, 1.0 / shrink), image_voxel_size, reason=reason)
     logger.info("working grid: %s", new.reason)
     return new
+
+
+def voxel_plan(encoder: Any, voxel_size: Any, cfg: Any, ann: Annotations) -> VoxelPlan:
+    """Whether to resample the painted crop to the encoder's voxel size (never along painted slices)."""
+    from ..resample import log_plan, plan_voxel_match, voxel_size_of, zoom_of
+
+    keep = (ann.axis,) if ann.axis is not None else ()
+    plan = plan_voxel_match(voxel_size_of(encoder), voxel_size, cfg.voxel_match, keep_axes=keep,
+                            model_zoom=zoom_of(encoder))
+    log_plan(plan, "the checkpoint records the grid it was trained on")
+    return plan
+
+
+def resample_crop(crop: np.ndarray, ann: Annotations, plan: VoxelPlan, antialias: bool):
+    """The crop (linear) and its annotations (nearest) on the plan's grid, re-read from the labels."""
+    from ..resample import resample, resample_labels
+
+    img = resample(crop, plan.image_voxel_size, plan.target_voxel_size, antialias=antialias)
+    lab = resample_labels(ann.labels, plan.image_voxel_size, plan.target_voxel_size, shape=img.shape)
+    new = find_annotations(lab, img.shape, mode=ann.mode, background_label=ann.background_label,
+                           axis=ann.axis, context=img.shape)
+    logger.info("fine-tuning on the crop resampled from %s to %s voxels", crop.shape, img.shape)
+    return img, new
