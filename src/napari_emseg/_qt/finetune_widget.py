@@ -64,7 +64,7 @@ class FineTuneWidget(QWidget):
         self.mode.addItems(["dense slices", "scribbles"])
         self.steps = QSpinBox()
         self.steps.setRange(0, 1_000_000)
-        self.steps.setSpecialValueText("auto (600 2D, 300 3D)")  # 0: the recipe's default for the network
+        self.steps.setSpecialValueText("auto (to the time limit, else 600 2D, 300 3D)")  # 0: the recipe's default
         self.steps.setValue(0)
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0, 10_000)

@@ -42,7 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing checkpoint at OUT written by napari-emseg (never other files)")
-    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default 300)")
+    p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: until --time-limit when that is given, else 600 for a 2D network, 300 for a 3D one)")
     p.add_argument("--time-limit", type=positive_float, default=None, metavar="MIN", help="stop after this many minutes")
     p.add_argument("--mode", choices=["dense", "scribbles"], default="dense",
                    help="dense: painted slices are complete; scribbles: 0 is unknown everywhere")

@@ -70,8 +70,10 @@ class FineTuneConfig(Config):
         Training patch ``(z, y, x)`` and batch; ``None``: 8 patches of 192 x 192 for a 2D
         network, 2 of the model's tile for a 3D one (rounded to the input multiple).
     steps, time_limit_min
-        Stop after this many steps or minutes, whichever comes first (``steps=None``: 600 for
-        a 2D network, 300 for a 3D one, about 10 minutes each on 2 CPU cores).
+        Stop after this many steps or minutes, whichever comes first. ``steps=None``: with a
+        time limit, train until it (a faster machine takes more steps); without one, 600 steps
+        for a 2D network, 300 for a 3D one (about 10 minutes each on a slow 2-core CPU, one on
+        a GPU).
     lr, weight_decay, schedule, warmup_steps, encoder_lr_scale, freeze
         Adam(W) learning rate, weight decay, ``"constant"`` rate or ``"cosine"`` decay (which
         then ends at a low rate whichever of ``steps`` and ``time_limit_min`` stops the run),
@@ -111,6 +113,11 @@ class FineTuneConfig(Config):
         exceeds the tolerance (:mod:`.working_grid`); recorded in the checkpoint
         (``voxel_size``, ``input_zoom``) so ``segment`` sees new images at the same scale.
         ``None`` trains on the image's grid.
+    ema
+        Keep an exponential moving average of the weights with this decay (about the last
+        ``1 / (1 - ema)`` steps, :mod:`napari_emseg.pretrain.ema`) and save it rather than the
+        last step's weights; validation (with a held-out slice) scores it too. ``None``: the last
+        (or best validated) weights. Measured in docs/finetuning.md.
     calibrate
         After training, tune the post-processing thresholds on the painted slices (guarded
         against overfitting them) and store them in the checkpoint, where ``segment`` finds
@@ -149,6 +156,7 @@ class FineTuneConfig(Config):
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     voxel_match: VoxelMatchConfig = VoxelMatchConfig()
     object_px: float | None = 25.0
+    ema: float | None = 0.99
     calibrate: bool = True
 
 
@@ -281,7 +289,7 @@ def fine_tune(
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
     batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
-    steps = cfg.steps or (STEPS_2D if model.info.spatial_dims == 2 else STEPS_3D)
+    steps = cfg.steps or (UNTIL_TIME_LIMIT if cfg.time_limit_min else STEPS_2D if model.info.spatial_dims == 2 else STEPS_3D)
     data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=batch_size, seed=cfg.seed,
                             augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
                             permute_planes=permute, target_kwargs=target_kwargs)
@@ -296,13 +304,18 @@ def fine_tune(
         log_every=max(1, min(25, steps // 10)), preview_every=10**9,
         validate_every=cfg.validate_every if validate else 0,
         early_stop_metric="val_loss" if validate else None, patience=cfg.patience if validate else None,
-        tensorboard=False,
+        tensorboard=False, ema_decay=cfg.ema,
     )
     job = train(objective, data, tcfg, None, param_groups=groups, validate=validate,
                 meta={"kind": f"finetune-{kind}"}, stage="fine-tune")
     result = yield from with_previews(job, model, image, lo, hi, cfg)
+    # what the checkpoint holds: the best validated or the final weights, each averaged with cfg.ema
+    weights = {"step": result.step, "moving_average": cfg.ema}
     if result.best_state is not None:
         objective.load_state_dict(result.best_state)
+        weights["step"] = result.best_step
+    elif result.ema_state is not None:
+        objective.load_state_dict(result.ema_state)
     model = objective.model.cpu().eval()
     if voxel_size is not None:
         model.info = model.info.replace(voxel_size=tuple(voxel_size))
@@ -314,7 +327,7 @@ def fine_tune(
         "data": source or "user data",
         "annotated": {"axis": painted.axis, "slices": list(painted.slices), "voxels": painted.n_annotated,
                       "mode": cfg.mode, "held_out": list(val_ann.slices) if val_ann is not None else []},
-        "steps": result.step, "stopped": result.stopped,
+        "steps": result.step, "stopped": result.stopped, "weights": weights,
         "final_loss": result.metrics.get("loss"), "best_val_loss": result.best_metric,
         "wall_time_s": round(elapsed, 1),
         "transplant": report,
@@ -368,6 +381,8 @@ PATCH_2D, BATCH_2D, BATCH_3D = (1, 192, 192), 8, 2
 PATCH_ISO = (64, 64, 64)
 #: default steps: about 10 minutes on 2 CPU cores (one on a GPU) for each network
 STEPS_2D, STEPS_3D = 600, 300
+#: the step cap when only a time limit is given: the clock decides (a faster machine trains longer)
+UNTIL_TIME_LIMIT = 10**7
 
 
 def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann, layout=None) -> tuple[int, int, int]:

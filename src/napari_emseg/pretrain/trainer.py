@@ -11,7 +11,9 @@ Public API
     (``"auto" | "bf16" | "fp16" | "fp32"``; autocast on CUDA only under ``"auto"``),
     ``device``, ``seed``, ``checkpoint_every`` / ``keep_last``, ``log_every``,
     ``preview_every``, ``validate_every``, ``early_stop_metric`` / ``early_stop_mode`` /
-    ``patience``, ``tensorboard``, ``find_unused_parameters`` (DDP).
+    ``patience``, ``tensorboard``, ``find_unused_parameters`` (DDP), ``ema_decay``
+    (``None``, or keep an exponential moving average of the weights, :mod:`.ema`: validated in
+    place of the raw weights, saved in checkpoints, returned as ``TrainResult.ema_state``).
 
 ``train(objective, batches, cfg, out_dir=None, *, resume=False, param_groups=None, validate=None, meta=None, stage="train") -> Job[TrainResult]``
     A generator job: ``yield``\\ s one :class:`~napari_emseg.progress.Progress` per step
@@ -64,7 +66,8 @@ Public API
     (``"max_steps" | "time_limit" | "early_stop" | "cancelled"``), ``metrics`` (mean over the
     last logging window), ``history`` (one row per ``log_every``), ``validations``,
     ``checkpoint`` (last training checkpoint path), ``best_state`` / ``best_step`` /
-    ``best_metric``, ``elapsed_s`` (including the time before a resume). ``metrics`` and the
+    ``best_metric`` (of the averaged weights with ``ema_decay``), ``ema_state`` (the averaged
+    weights at the end, or ``None``), ``elapsed_s`` (including the time before a resume). ``metrics`` and the
     history rows are means over their logging window; ``lr`` is the rate of the first group.
 
 Example (fine-tuning with a lower encoder learning rate and a validation hook)::
@@ -96,6 +99,7 @@ from ..config import Config
 from ..device import autocast_dtype, select_device
 from ..progress import Cancelled, Job, Progress
 from . import distributed as D
+from .ema import WeightAverage
 from .hooks import EarlyStopping, run_preview, run_validation
 from .optim import TrainingError, build_optimizer, lr_factor
 from .state import (
@@ -142,6 +146,7 @@ class TrainConfig(Config):
     patience: int | None = None
     tensorboard: bool = True
     find_unused_parameters: bool = False
+    ema_decay: float | None = None
 
     @property
     def warmup(self) -> int:
@@ -165,6 +170,7 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] | None = None
     best_step: int | None = None
     best_metric: float | None = None
+    ema_state: dict[str, torch.Tensor] | None = None
     elapsed_s: float = 0.0
 
 
@@ -222,6 +228,8 @@ def train(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     step, elapsed_before, history, best = 0, 0.0, [], EarlyStopping(cfg.early_stop_metric, cfg.early_stop_mode, cfg.patience)
+    ema = WeightAverage(objective, cfg.ema_decay) if cfg.ema_decay else None
+    scored = ema.module if ema is not None else objective  # what validation sees
     ckpt_path: Path | None = None
     if resume:
         found = latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
@@ -240,6 +248,8 @@ def train(
             step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
             history = list(state.get("history", []))
             best.load(state.get("best", {}))
+            if ema is not None and "ema" in state:
+                ema.load(state["ema"])
             rngs = state.get("rng", [])
             if dinfo.rank < len(rngs) and rngs[dinfo.rank] is not None:
                 restore_rng(rngs[dinfo.rank])
@@ -273,7 +283,8 @@ def train(
                     "model": objective.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "scaler": scaler.state_dict(), "rng": rng,
                     "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                    "history": history[-1000:], "best": best.dump()}, cfg.keep_last)
+                    "history": history[-1000:], "best": best.dump(),
+                    **({"ema": ema.dump()} if ema is not None else {})}, cfg.keep_last)
         last_saved = step
         return ckpt_path
 
@@ -300,6 +311,8 @@ def train(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                if ema is not None:
+                    ema.update(objective)
                 step += 1
                 in_update = False
                 rng_at_step = None
@@ -318,16 +331,19 @@ def train(
                 tracker.images(preview, step)
             want_stop = False
             if main and validate is not None and cfg.validate_every and step % cfg.validate_every == 0:
-                want_stop = run_validation(objective, validate, step, best, validations, tracker, out)
+                want_stop = run_validation(scored, validate, step, best, validations, tracker, out)
                 if validations and validations[-1].get("step") == step:  # report the score with the step
                     metrics.update({k: v for k, v in validations[-1].items() if k != "step"})
             elapsed = time.perf_counter() - t0
             timed_out = cfg.time_limit_min is not None and elapsed >= 60 * cfg.time_limit_min
-            eta = elapsed / max(1, step - start_step) * (cfg.max_steps - step)
-            if cfg.time_limit_min is not None:
-                eta = min(eta, max(0.0, 60 * cfg.time_limit_min - elapsed))
+            per_step = elapsed / max(1, step - start_step)
+            eta, total = per_step * (cfg.max_steps - step), cfg.max_steps
+            if cfg.time_limit_min is not None and eta > 60 * cfg.time_limit_min - elapsed:
+                # the clock stops the run first: the bar's total is the steps it will reach
+                eta = max(0.0, 60 * cfg.time_limit_min - elapsed)
+                total = min(cfg.max_steps, step + int(round(eta / per_step)))
             try:
-                yield Progress(step=step, total=cfg.max_steps, stage=stage, metrics=metrics, eta_s=eta,
+                yield Progress(step=step, total=total, stage=stage, metrics=metrics, eta_s=eta,
                                preview=preview, message="")
             except (Cancelled, KeyboardInterrupt):
                 stopped = "cancelled"
@@ -339,7 +355,7 @@ def train(
                 save()
         stopped = stopped or "max_steps"
         if main and validate is not None and (not validations or validations[-1]["step"] != step):
-            run_validation(objective, validate, step, best, validations, tracker, out)
+            run_validation(scored, validate, step, best, validations, tracker, out)
         if ckpt_dir is not None and step != last_saved:
             save()
     except KeyboardInterrupt:
@@ -359,4 +375,4 @@ def train(
     return TrainResult(
         model=objective, step=step, stopped=stopped or "max_steps", metrics=final, history=history,
         validations=validations, checkpoint=ckpt_path, best_state=best.state, best_step=best.step,
-        best_metric=best.value, elapsed_s=elapsed_before + time.perf_counter() - t0)
+        best_metric=best.value, ema_state=ema.state() if ema is not None else None, elapsed_s=elapsed_before + time.perf_counter() - t0)
