@@ -40,9 +40,10 @@ calibrated on the painted sections and stored in the checkpoint; the JSON record
 predicts the contiguous z-range of the test sections, plus half the model's z-tile of context
 on each side for a 3D model (clipped to the stack): fafb 3-7, vnc 0-19, isbi 20-29 with a 2D
 model (12-29 with a 3D one of 16-section tiles); other painted sections are not predicted.
-``--steps``: by default the product keeps ``FineTuneConfig``'s default step count (600 for a 2D network, 300 for a 3D one), so it
-stops at those steps or at the budget, whichever comes first (the table's ``stopped``); a huge
-``--steps`` changes nothing else (the default schedule is constant, with no warm-up).
+``--steps``: by default the product keeps ``FineTuneConfig``'s default ``steps=None``, which
+with a time limit trains until it, like the baseline (until 2026-12-01 it stopped at 600 steps
+for a 2D network, 300 for a 3D one, when those came first); ``--steps N`` stops it at N steps or
+the budget, whichever comes first (the table's ``stopped``).
 
 What the product starts from: ``--encoder auto`` (the CLI's default) picks, for a 2D network,
 the bundled one-click model of the task when there is one (``emseg-mito-vnc``: trained on
