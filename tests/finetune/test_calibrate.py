@@ -9,7 +9,12 @@ from torch import nn
 
 from napari_emseg.calibration import CALIBRATED, resolve_postprocess, stored_postprocess
 from napari_emseg.data.normalize import NormConfig
-from napari_emseg.finetune.calibrate import calibrate_postprocess, choose_setting
+from napari_emseg.finetune.calibrate import (
+    CALIBRATION_GRIDS,
+    calibrate_postprocess,
+    choose_setting,
+    objects_touch,
+)
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.models import load_checkpoint, load_model
 from napari_emseg.models.info import ModelInfo
@@ -110,7 +115,9 @@ def test_fine_tune_stores_the_calibration_in_the_checkpoint(tiny_em, tmp_path):
     card = load_checkpoint(res.checkpoint, tensors=False).card
     entry = card["postprocess"]
     assert entry["source"] == CALIBRATED and entry["target"] == "bcd" and entry["metric"] == "ap"
-    assert entry["slices"] == [3, 8] and entry["folds"] == 2 and entry["settings"] > 20
+    # no two painted mitochondria touch: only the split-free settings (3 foreground thresholds x 3 sizes)
+    assert entry["slices"] == [3, 8] and entry["folds"] == 2 and entry["settings"] == 9
+    assert entry["config"]["split"] is False
     assert {"score", "default_score", "cv_score", "cv_default_score", "objects", "default_objects"} <= set(entry)
     cfg_stored, source = stored_postprocess(card, "bcd")
     assert cfg_stored == MitoConfig.from_dict(entry["config"]) and source["source"] == CALIBRATED
@@ -190,8 +197,70 @@ def test_calibration_stops_splitting_when_the_seeds_cut_objects(tiny_em):
     image = striped_image(tiny_em.mitochondria)
     maps = StripedBCD()(torch.from_numpy(image.astype(np.float32) / 127.5 - 1)[None, None])[0].detach().numpy()
     assert extract_instances(maps, "bcd", MitoConfig()).max() > 1.5 * np.unique(tiny_em.mitochondria).size
-    res = calibrate_postprocess(StripedBCD(), image, painted(tiny_em))
+    # the whole grid (as when painted objects touch): the held-out check finds that seeds cut objects
+    res = calibrate_postprocess(StripedBCD(), image, painted(tiny_em), grid=CALIBRATION_GRIDS["mitochondria"])
     assert res.config.split is False and res.choice != "defaults"
     assert res.cv_score > res.cv_default_score and res.score > 0.8
     # settings that differ only in seed thresholds the split-free setting ignores are built once
     assert sum(not r["split"] for r in res.table) == 3 * 3  # foreground thresholds x min sizes
+
+
+class SectionBCD(nn.Module):
+    """A confident mitochondria model whose maps are the image itself (foreground = distance)."""
+
+    def __init__(self, spatial_dims: int) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.info = SquashedBCD().info.replace(spatial_dims=spatial_dims,
+                                               tile=(1, 32, 32) if spatial_dims == 2 else (4, 32, 32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fg = (x + 1) / 2
+        return torch.cat([fg, torch.full_like(fg, 0.1), fg], dim=1)
+
+
+def bridged_sections() -> tuple[np.ndarray, np.ndarray]:
+    """Even sections hold two separate mitochondria; odd ones a bar that touches both."""
+    image = np.zeros((12, 96, 96), np.uint8)
+    truth = np.zeros(image.shape, np.uint32)
+    for z in range(12):
+        if z % 2:
+            image[z, 30:50, 10:80] = 255
+        else:
+            image[z, 30:50, 10:35] = image[z, 30:50, 55:80] = 255
+            truth[z, 30:50, 10:35], truth[z, 30:50, 55:80] = 2 * z + 1, 2 * z + 2
+    return image, truth
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_2d_model_on_sections_gets_mitochondria_per_section(dims):
+    image, truth = bridged_sections()
+    labels = np.zeros_like(truth)
+    labels[[4, 8]] = truth[[4, 8]]
+    model = SectionBCD(dims)
+    maps = model(torch.from_numpy(image.astype(np.float32) / 127.5 - 1)[None, None])[0].detach().numpy()
+    assert np.unique(extract_instances(maps, "bcd", MitoConfig())[4]).size - 1 == 1  # 3D joins the two
+    res = calibrate_postprocess(model, image, labels, voxel_size=(50.0, 5.0, 5.0))
+    if dims == 2:  # predicted section by section: extracted per section, two objects in each even section
+        assert res.config.mode == "linked" and res.score == pytest.approx(1.0)
+        per_section = extract_instances(maps, "bcd", res.config)
+        assert all(np.unique(per_section[z]).size - 1 == 2 for z in range(0, 12, 2))
+        assert np.unique(per_section).size - 1 < 18  # profiles still joined across sections (18 in all)
+    else:  # a 3D model keeps volumetric objects
+        assert res.config.mode == "3d"
+    # near-isotropic voxels (and >= 32 slices): a 2D model runs on ortho planes there, and 3D objects are kept
+    deep, lab = np.tile(image, (3, 1, 1)), np.tile(labels, (3, 1, 1))
+    assert calibrate_postprocess(SectionBCD(2), deep, lab, voxel_size=(5.0, 5.0, 5.0)).config.mode == "3d"
+
+
+def test_seeds_are_only_tried_when_painted_mitochondria_touch(tiny_em):
+    apart = np.zeros((2, 20, 20), np.int64)
+    apart[0, 2:6, 2:6], apart[0, 7:10, 2:6], apart[1, 2:6, 2:6] = 1, 2, 3  # a one-pixel gap
+    assert not objects_touch(apart)
+    touching = apart.copy()
+    touching[0, 6, 2:6] = 1  # now 1 and 2 share a face
+    assert objects_touch(touching)
+    # tiny_em's painted mitochondria never touch: seeds are not searched and the stored setting does not split
+    image = striped_image(tiny_em.mitochondria)
+    res = calibrate_postprocess(StripedBCD(), image, painted(tiny_em))
+    assert res.config.split is False and all(not r["split"] for r in res.table) and res.settings == 9

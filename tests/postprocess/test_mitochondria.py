@@ -9,6 +9,7 @@ from scipy import ndimage as ndi
 from napari_emseg.evaluation import average_precision
 from napari_emseg.postprocess import MitoConfig, extract_instances
 from napari_emseg.postprocess.maps import MapError
+from napari_emseg.postprocess.mitochondria import link_sections
 
 from .conftest import gt_bcd
 
@@ -92,3 +93,22 @@ def test_split_false_makes_each_connected_piece_one_object():
     apart = extract_instances(gt_bcd(two_touching_mitochondria(centres=(25.0, 75.0))), "bcd", MitoConfig(split=False))
     assert apart.max() == 2
     assert MitoConfig(split=False).unused_fields() and not MitoConfig().unused_fields()
+
+
+def test_linked_mode_joins_sections_one_to_one():
+    gt = two_touching_mitochondria()
+    labels = extract_instances(gt_bcd(gt), "bcd", MitoConfig(mode="linked", min_size=10))
+    assert np.unique(labels).size - 1 == 2  # each ellipsoid: one object through its sections
+    assert all(np.unique(s).size - 1 in (0, 2) for s in labels)
+    # two separate profiles that both lie under one profile of the next section: only one joins it
+    stack = np.zeros((2, 20, 40), np.uint32)
+    stack[0, 5:15, 2:12], stack[0, 5:15, 22:32] = 1, 2
+    stack[1, 5:15, 2:32] = 3
+    joined = link_sections(stack)
+    assert joined[1, 10, 5] == joined[0, 10, 5] != joined[0, 10, 25]
+    # a profile covering less than half of the smaller one is not joined
+    shifted = np.zeros((2, 20, 40), np.uint32)
+    shifted[0, 5:15, 2:12], shifted[1, 5:15, 8:18] = 1, 2
+    assert len(np.unique(link_sections(shifted))) == 3
+    shifted[1, 5:15, 6:16] = 2  # now 6 of 10 columns overlap
+    assert len(np.unique(link_sections(shifted))) == 2

@@ -13,7 +13,13 @@ of :func:`~napari_emseg.finetune.job.fine_tune` (``FineTuneConfig.calibrate``, o
    objects (on the CPU smaller, so that at most ``max_voxels`` are predicted); at most
    ``max_slices`` slices. This uses the same inference as ``segment``
    (:func:`~napari_emseg.inference.matched.predict_matched`, with the fine-tune's intensity
-   range), so the maps are those ``segment`` makes there;
+   range), so the maps are those ``segment`` makes there. A 2D model that predicts section by
+   section (inference mode ``"auto"`` resolves to ``"slices"``: not near-isotropic data) gets
+   mitochondria extracted **per section** and linked to the next section's one to one
+   (``MitoConfig.mode="linked"``, stored with the rest): in 3D, two separate pieces of one
+   section that both touch an object in the next section become one object. On VNC serial sections (3 painted, two seeds) that cost AP50 0.89-0.91
+   -> 0.76-0.79 and AP75 0.74-0.79 -> 0.55-0.60 at the same IoU (docs/tuning.md). The painted
+   sections are then predicted without neighbours;
 2. **scores a small grid** of post-processing settings (:data:`CALIBRATION_GRIDS`) against the
    painted labels with the machinery of :mod:`napari_emseg.tuning` (one fragment/watershed
    build per expensive setting, lookup tables for the cheap ones), once per painted slice;
@@ -36,10 +42,17 @@ two slices alone has been seen to pick settings that fail elsewhere, docs/tuning
   defaults' held-out score; otherwise the defaults are kept. A single painted slice is split
   into two halves for the same test;
 * **never zero objects by default**: when the kept setting finds no object on the painted
-  slices but some setting does, the best-scoring setting that finds objects is used instead.
+  slices but some setting does, the best-scoring setting that finds objects is used instead;
+* **seeds only where the labels need them** (mitochondria): when no two painted objects share
+  a face (:func:`objects_touch`), there is nothing for seeds to split, so only ``split=False``
+  (each connected piece one object) is searched and kept. Scored on the slices the model was
+  trained on, seeds look better than they generalise (docs/benchmarks.md, "Splitting
+  mitochondria").
 
 Cost: one prediction of the painted slabs plus one post-processing build per expensive grid
-point on them (27 for mitochondria, 3 for neurons); measured figures are in docs/tuning.md.
+point on them (27 for mitochondria, 3 without seeds, 3 for neurons); on the CPU the in-plane
+window is bounded by the predicted voxels and by the painted area every setting is scored on
+(``max_voxels / 5``); measured figures are in docs/tuning.md.
 """
 
 from __future__ import annotations
@@ -221,10 +234,12 @@ def calibrate_job(
         for neurons, AP for mitochondria) and how close to the best a setting must score to
         count as tied (then the one closest to the defaults wins).
     context, max_side, max_voxels, max_slices, max_folds
-        Neighbour slices post-processed around each painted slice; the largest in-plane window;
-        on the CPU, a smaller square window so that at most ``max_voxels`` voxels are predicted
-        (``None``: no limit; never under 128); the most painted slices used (evenly spaced); the
-        most held-out folds.
+        Neighbour slices post-processed around each painted slice (none for mitochondria of a
+        2D model predicting section by section); the largest in-plane window; on the CPU, a
+        smaller square window so that at most ``max_voxels`` voxels are predicted and at most a
+        fifth of that is painted area scored by every setting (``None``: no limit; never under
+        128); the most painted slices used (evenly spaced); the most held-out folds.
+        ``grid`` given: searched as given (seeds too, whether or not painted objects touch).
 
     Yields ``stage="calibrate"`` progress. Cancel (or Ctrl-C) returns a skipped
     :class:`Calibration` (``stopped="cancelled"``); so does any error, which is logged: a
@@ -284,6 +299,7 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
     from ..data.normalize import NormConfig
     from ..device import select_device
     from ..inference.matched import predict_matched
+    from ..inference.predict import resolve_mode
     from ..painted import painted_reference
     from ..postprocess.extract import default_config
     from ..resample import VoxelMatchConfig
@@ -297,12 +313,20 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
         slices, ref = tuple(slices[i] for i in keep), ref[keep]
     plane = [a for a in range(3) if a != ax]
     info = model.info
+    base = default_config(target)
+    if target == "bcd" and resolve_mode(info, inference, voxel_size=voxel_size, shape=shape) == "slices":
+        # a 2D model predicting section by section: mitochondria are extracted per section and
+        # linked one to one, so no object joins separate pieces of a section (module docstring)
+        base = base.replace(mode="linked")
+        context = 0 if ax == 0 else context
     need = _prediction_depth(info, ax)
     slabs = _plan_slabs(shape[ax], slices, need, context)
     side = int(max_side)
     if max_voxels and select_device(inference.device).type == "cpu":  # a bounded cost on the CPU
         depth = sum(p1 - p0 for p0, p1, *_ in slabs)
-        side = min(side, max(128, int(math.sqrt(max_voxels / max(1, depth))) // 32 * 32))
+        # predicted voxels, and the painted area every grid setting is built and scored on (a fifth)
+        area = min(max_voxels / max(1, depth), max_voxels / (5 * len(slices)))
+        side = min(side, max(128, int(math.sqrt(area)) // 32 * 32))
     win = tuple(min(side, shape[a]) for a in plane)
     if intensity is not None:  # normalise as a segmentation of the whole volume does
         model.info = info.replace(norm=NormConfig(lo=float(intensity[0]), hi=float(intensity[1]),
@@ -344,8 +368,13 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
     predictions = np.concatenate(pieces, axis=1 + ax)
     del pieces
     reference = np.stack(refs)
-    base = default_config(target)
+    if grid is None and task == "mitochondria" and not objects_touch(ref):  # all painted objects, not the window
+        # no two painted objects touch: the labels say there is nothing to split, and the seeds,
+        # scored on slices the model was trained on, look better there than they generalise
+        base = base.replace(split=False)
     grid = dict(grid if grid is not None else CALIBRATION_GRIDS[task])
+    if not getattr(base, "split", True):
+        grid["split"] = (False,)
     table, fold_scores, objects, dist, n_builds = yield from _score_grid(
         predictions, target, info, voxel_size, task, base, grid, ax, tuple(where), reference, metric,
         _folds(len(where), reference.shape[-1], max_folds), len(slabs))
@@ -365,6 +394,18 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
                    metrics={metric: res.score})
     logger.info("%s", res.describe())
     return res
+
+
+def objects_touch(reference: np.ndarray) -> bool:
+    """Whether two different painted objects share a face in any painted slice ``(n, h, w)``."""
+    for a in (1, 2):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[a], hi[a] = slice(None, -1), slice(1, None)
+        p, q = reference[tuple(lo)], reference[tuple(hi)]
+        if np.any((p > 0) & (q > 0) & (p != q)):
+            return True
+    return False
 
 
 def _as_calibrate(job: Job[Any], message: str, step: int, total: int) -> Job[Any]:

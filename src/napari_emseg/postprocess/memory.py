@@ -29,6 +29,7 @@ BYTES_PER_VOXEL: dict[str, int] = {
     "boundaries/2d": 48,
     "boundaries/3d": 84,
     "bcd/2d": 16,
+    "bcd/linked": 24,  # bcd/2d and the joined copy of the labels
     "bcd/3d": 40,
     "semantic/2d": 18,
     "semantic/3d": 18,

@@ -14,6 +14,11 @@ The U3D-BCD post-processing of MitoEM / PyTorch Connectomics (Wei et al., MICCAI
 4. objects smaller than ``min_size`` voxels are removed (``small="drop"``, PyTC's
    ``'background'``) or merged into the neighbour they touch most (``"merge"``).
 
+With ``mode="linked"`` steps 1-3 run per section and each section's objects are then joined to
+the object of the next section that covers most of the smaller of the two, one to one
+(:func:`link_sections`): every object has at most one profile per section, as in a stack of
+sections segmented by a 2D network, and still spans the sections it runs through.
+
 With ``split=False`` steps 1 and 3 are skipped: every connected piece of the mask is one object.
 Where mitochondria seldom touch (serial sections of neuropil), that matched held-out objects
 better than the seeds, which can cut one long mitochondrion in two; calibration tries both
@@ -42,7 +47,7 @@ from .cleanup import SmallMode, remove_small_objects
 from .maps import check_map, map_scale, native_threshold, read_channel
 from .memory import check_memory
 
-__all__ = ["MitoConfig", "mitochondria_job", "segment_mitochondria", "bcd_watershed"]
+__all__ = ["MitoConfig", "mitochondria_job", "segment_mitochondria", "bcd_watershed", "link_sections"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,9 @@ class MitoConfig(Config):
     Attributes
     ----------
     mode
-        ``"3d"``: volumetric seeds and watershed (objects span sections); ``"2d"``: per section.
+        ``"3d"``: volumetric seeds and watershed (objects span sections); ``"2d"``: per section
+        (an object is one profile of one section); ``"linked"``: per section, then profiles of
+        neighbouring sections joined one to one where they overlap (:func:`link_sections`).
     seed_foreground, seed_contour, seed_distance
         A voxel seeds an object when foreground > ``seed_foreground``, contour <
         ``seed_contour`` and distance > ``seed_distance``.
@@ -69,7 +76,7 @@ class MitoConfig(Config):
         piece of foreground is one object (the seed settings are then unused).
     """
 
-    mode: Literal["2d", "3d"] = "3d"
+    mode: Literal["2d", "3d", "linked"] = "3d"
     seed_foreground: float = 0.9
     seed_contour: float = 0.8
     seed_distance: float = 0.5
@@ -120,6 +127,39 @@ def bcd_watershed(
     return labels
 
 
+def link_sections(labels: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
+    """Join 2D objects of neighbouring sections ``(Z, Y, X)`` into 3D objects, one to one.
+
+    Every id must lie in one section. Two objects of sections ``z`` and ``z + 1`` are joined
+    when their overlap covers at least ``min_overlap`` of the smaller one; the largest overlaps
+    are taken first and each object joins at most one object of each neighbouring section, so
+    a joined object never holds two profiles of one section. Returns ``labels`` (uint32) with
+    the joined ids (not consecutive).
+    """
+    labels = np.asarray(labels)
+    top = int(labels.max()) if labels.size else 0
+    if top == 0 or labels.shape[0] < 2:
+        return labels.astype(np.uint32, copy=False)
+    sizes = np.bincount(labels.ravel(), minlength=top + 1)
+    root = np.arange(top + 1, dtype=np.uint32)
+    for z in range(labels.shape[0] - 1):
+        a, b = labels[z], labels[z + 1]
+        both = (a > 0) & (b > 0)
+        if not both.any():
+            continue
+        pairs, counts = np.unique(np.stack([a[both], b[both]]).astype(np.int64), axis=1, return_counts=True)
+        cover = counts / np.minimum(sizes[pairs[0]], sizes[pairs[1]])
+        taken_a, taken_b = set(), set()
+        for i in np.argsort(-counts, kind="stable"):
+            ia, ib = int(pairs[0, i]), int(pairs[1, i])
+            if cover[i] < min_overlap or ia in taken_a or ib in taken_b:
+                continue
+            taken_a.add(ia)
+            taken_b.add(ib)
+            root[ib] = root[ia]  # sections go in order: ia's root is final
+    return root[labels]
+
+
 def mitochondria_job(probs: Any, config: MitoConfig = MitoConfig()) -> Job[np.ndarray]:
     """Mitochondrion labels (uint32, consecutive) from a BCD map ``(3, Z, Y, X)``, with progress."""
     shape = check_map(probs, 3, "bcd")
@@ -143,6 +183,9 @@ def mitochondria_job(probs: Any, config: MitoConfig = MitoConfig()) -> Job[np.nd
             labels[z][lab > 0] += np.uint32(count)
             count += int(lab.max())
             yield watch.event(z + 1, nz, stage="watershed", message=f"{count} objects")
+        if config.mode == "linked":
+            yield Progress(0, None, "link", "joining each section's objects to the next section's")
+            labels = link_sections(labels)
     yield Progress(0, None, "size filter", f"objects under {config.min_size} voxels: {config.small}")
     labels, n = remove_small_objects(labels, config.min_size, config.small)
     return labels
