@@ -23,7 +23,12 @@ import numpy as np
 from scipy import sparse
 from scipy.sparse.csgraph import connected_components
 
-from ..postprocess.cleanup import consecutive_lut, region_adjacency, small_objects_lut
+from ..postprocess.cleanup import (
+    consecutive_lut,
+    face_contacts,
+    region_adjacency,
+    small_objects_lut,
+)
 from .geometry import FACES, Box
 from .maps import open_map, read_map_region
 
@@ -77,16 +82,6 @@ def _iou_links(own: np.ndarray, other: np.ndarray, min_iou: float) -> tuple[np.n
     iou = inter / (size_a[ua] + size_b[ub] - inter)
     keep = iou >= min_iou
     return ua[keep], ub[keep]
-
-
-def face_contacts(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(id in a, id in b, voxel faces)`` of two facing sections (0 included)."""
-    a = a.ravel().astype(np.int64)
-    b = b.ravel().astype(np.int64)
-    base = int(b.max()) + 1 if b.size else 1
-    keys, counts = np.unique(a * base + b, return_counts=True)
-    u, v = np.divmod(keys, base)
-    return u, v, counts
 
 
 def match_block(spec: dict[str, Any], box: Box, neighbours: dict[tuple[int, int], Box]) -> int:

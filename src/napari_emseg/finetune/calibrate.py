@@ -44,7 +44,7 @@ two slices alone has been seen to pick settings that fail elsewhere, docs/tuning
 * **never zero objects by default**: when the kept setting finds no object on the painted
   slices but some setting does, the best-scoring setting that finds objects is used instead;
 * **seeds only where the labels need them** (mitochondria): when no two painted objects share
-  a face (:func:`objects_touch`), there is nothing for seeds to split, so only ``split=False``
+  a face (:func:`~.calibrate_choice.objects_touch`), there is nothing for seeds to split, so only ``split=False``
   (each connected piece one object) is searched and kept. Scored on the slices the model was
   trained on, seeds look better than they generalise (docs/benchmarks.md, "Splitting
   mitochondria").
@@ -77,6 +77,7 @@ from .calibrate_choice import (
     _with_values,
     choose_setting,
     grid_fields,
+    objects_touch,
 )
 from .calibrate_slabs import (
     _centre,
@@ -88,7 +89,7 @@ from .calibrate_slabs import (
 )
 
 __all__ = ["CALIBRATION_GRIDS", "Calibration", "calibrate_job", "calibrate_postprocess", "calibrate_checkpoint",
-           "choose_setting"]
+           "choose_setting", "objects_touch"]
 
 logger = logging.getLogger(__name__)
 
@@ -394,18 +395,6 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
                    metrics={metric: res.score})
     logger.info("%s", res.describe())
     return res
-
-
-def objects_touch(reference: np.ndarray) -> bool:
-    """Whether two different painted objects share a face in any painted slice ``(n, h, w)``."""
-    for a in (1, 2):
-        lo = [slice(None)] * 3
-        hi = [slice(None)] * 3
-        lo[a], hi[a] = slice(None, -1), slice(1, None)
-        p, q = reference[tuple(lo)], reference[tuple(hi)]
-        if np.any((p > 0) & (q > 0) & (p != q)):
-            return True
-    return False
 
 
 def _as_calibrate(job: Job[Any], message: str, step: int, total: int) -> Job[Any]:

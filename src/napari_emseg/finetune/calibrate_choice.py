@@ -79,6 +79,18 @@ def choose_setting(
     return {"index": int(chosen), "choice": label, "cv_score": cv, "cv_default_score": cv_default}
 
 
+def objects_touch(reference: np.ndarray) -> bool:
+    """Whether two different painted objects share a face in any painted slice ``(n, h, w)``."""
+    for a in (1, 2):
+        lo = [slice(None)] * 3
+        hi = [slice(None)] * 3
+        lo[a], hi[a] = slice(None, -1), slice(1, None)
+        p, q = reference[tuple(lo)], reference[tuple(hi)]
+        if np.any((p > 0) & (q > 0) & (p != q)):
+            return True
+    return False
+
+
 def grid_fields(table: list[dict[str, Any]]) -> list[str]:
     return [k for k in table[0] if k not in ("score", "folds", "objects")]
 

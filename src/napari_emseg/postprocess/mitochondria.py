@@ -43,7 +43,7 @@ from skimage.segmentation import watershed
 
 from ..config import Config
 from ..progress import Job, Progress, Stopwatch, drain
-from .cleanup import SmallMode, remove_small_objects
+from .cleanup import SmallMode, face_contacts, remove_small_objects
 from .maps import check_map, map_scale, native_threshold, read_channel
 from .memory import check_memory
 
@@ -143,15 +143,13 @@ def link_sections(labels: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
     sizes = np.bincount(labels.ravel(), minlength=top + 1)
     root = np.arange(top + 1, dtype=np.uint32)
     for z in range(labels.shape[0] - 1):
-        a, b = labels[z], labels[z + 1]
-        both = (a > 0) & (b > 0)
-        if not both.any():
-            continue
-        pairs, counts = np.unique(np.stack([a[both], b[both]]).astype(np.int64), axis=1, return_counts=True)
-        cover = counts / np.minimum(sizes[pairs[0]], sizes[pairs[1]])
+        u, v, counts = face_contacts(labels[z], labels[z + 1])
+        fg = (u > 0) & (v > 0)
+        u, v, counts = u[fg], v[fg], counts[fg]
+        cover = counts / np.minimum(sizes[u], sizes[v])
         taken_a, taken_b = set(), set()
         for i in np.argsort(-counts, kind="stable"):
-            ia, ib = int(pairs[0, i]), int(pairs[1, i])
+            ia, ib = int(u[i]), int(v[i])
             if cover[i] < min_overlap or ia in taken_a or ib in taken_b:
                 continue
             taken_a.add(ia)
