@@ -31,13 +31,25 @@ from ..data.normalize import intensity_range, normalize
 from ..models.registry import AUTO, default_encoder
 from ..progress import Job, Progress
 from ..resample import VoxelMatchConfig
-from .annotations import AnnotationError, Mode, find_annotations
+from .annotations import Mode, find_annotations
 from .dataset import AnnotatedPatches
 from .holdout import holdout_validator, split_holdout
 from .layout import Dims, detect_layout
 from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 from .preview import with_previews
+from .recipe import (
+    BATCH_2D,
+    BATCH_3D,
+    STEPS_2D,
+    STEPS_3D,
+    UNTIL_TIME_LIMIT,
+    encoder_name,
+    is_isotropic,
+    patch_shape,
+    target_kind,
+    target_kwargs,
+)
 from .working_grid import resample_crop, voxel_plan, working_plan
 
 logger = logging.getLogger(__name__)
@@ -249,7 +261,7 @@ def fine_tune(
     yield Progress(0, cfg.steps or 0, stage="prepare", message="reading annotations")
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis)
-    kind = _target_kind(cfg, ann)
+    kind = target_kind(cfg, ann)
     image_voxel_size = voxel_size
     plan = voxel_plan(encoder, voxel_size, cfg, ann)
     layout = detect_layout(image, plan.target_voxel_size or voxel_size, cfg.dims)
@@ -269,7 +281,7 @@ def fine_tune(
                            what="the checkpoint")
     pretrained = report is not None
     continued = bool(report and report.get("continued"))
-    patch = _patch_shape(cfg, model, ann, layout)
+    patch = patch_shape(cfg, model, ann, layout)
     context = tuple(p // 2 for p in patch)
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis, context=context)
@@ -282,17 +294,17 @@ def fine_tune(
         crop, ann = resample_crop(crop, ann, plan, cfg.voxel_match.antialias)
     img = normalize(crop, lo, hi, model.info.norm.invert)
     train_ann, val_ann = split_holdout(ann, cfg.holdout and len(ann.slices) >= cfg.holdout_min_slices)
-    target_kwargs = _target_kwargs(kind, model)
-    near_isotropic = _isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
+    kwargs = target_kwargs(kind, model)
+    near_isotropic = is_isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
     permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
-    validate = holdout_validator(img, val_ann, kind, patch, model, target_kwargs) if val_ann is not None else None
+    validate = holdout_validator(img, val_ann, kind, patch, model, kwargs) if val_ann is not None else None
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
     batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
     steps = cfg.steps or (UNTIL_TIME_LIMIT if cfg.time_limit_min else STEPS_2D if model.info.spatial_dims == 2 else STEPS_3D)
     data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=batch_size, seed=cfg.seed,
                             augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
-                            permute_planes=permute, target_kwargs=target_kwargs)
+                            permute_planes=permute, target_kwargs=kwargs)
     objective = MaskedObjective(model, kind)
     groups = freeze_and_group(model, cfg, pretrained)
     tcfg = TrainConfig(
@@ -323,7 +335,7 @@ def fine_tune(
         model.info = model.info.replace(input_zoom=tuple(plan.zoom))
     elapsed = time.perf_counter() - t0
     card = {
-        "method": f"fine-tuned ({kind}) from {getattr(encoder, 'name', None) or _encoder_name(encoder)}",
+        "method": f"fine-tuned ({kind}) from {getattr(encoder, 'name', None) or encoder_name(encoder)}",
         "data": source or "user data",
         "annotated": {"axis": painted.axis, "slices": list(painted.slices), "voxels": painted.n_annotated,
                       "mode": cfg.mode, "held_out": list(val_ann.slices) if val_ann is not None else []},
@@ -349,58 +361,3 @@ def fine_tune(
     yield Progress(result.step, steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
     return FineTuneResult(Path(path), model, result.stopped, result.step, dict(result.metrics),
                           result.best_metric, result.history, elapsed)
-
-
-# ---------------------------------------------------------------------------------------------
-def _target_kind(cfg: FineTuneConfig, ann) -> str:
-    if cfg.target != "auto":
-        allowed = {"neurons": {"affinities", "boundaries"}, "mitochondria": {"bcd"}, "semantic": {"semantic"}}
-        if cfg.target not in allowed[cfg.task]:
-            raise AnnotationError(f"task {cfg.task!r} cannot train target {cfg.target!r}; use {sorted(allowed[cfg.task])}")
-        return cfg.target
-    if cfg.task == "mitochondria":
-        return "bcd"
-    if cfg.task == "semantic":
-        return "semantic"
-    if ann.mode == "scribbles" or ann.isolated_slices or ann.axis not in (None, 0):
-        return "boundaries"
-    return "affinities"
-
-
-def _target_kwargs(kind: str, model: nn.Module) -> dict[str, Any]:
-    if kind == "affinities":
-        return {"offsets": tuple(model.info.offsets)}
-    if kind == "semantic":
-        return {"n_classes": model.info.out_channels}
-    return {}
-
-
-#: the 2D recipe's training patch and batch (a 3D network trains on its tile, 2 at a time)
-PATCH_2D, BATCH_2D, BATCH_3D = (1, 192, 192), 8, 2
-#: a 3D network on a near-isotropic volume trains on cubes
-PATCH_ISO = (64, 64, 64)
-#: default steps: about 10 minutes on 2 CPU cores (one on a GPU) for each network
-STEPS_2D, STEPS_3D = 600, 300
-#: the step cap when only a time limit is given: the clock decides (a faster machine trains longer)
-UNTIL_TIME_LIMIT = 10**7
-
-
-def _patch_shape(cfg: FineTuneConfig, model: nn.Module, ann, layout=None) -> tuple[int, int, int]:
-    default = tuple(model.info.tile)
-    if model.info.spatial_dims == 2:
-        default = PATCH_2D
-    elif layout is not None and layout.kind == "volume":
-        default = PATCH_ISO  # cubic: the painted plane is also shown along y and x (permute_planes)
-    patch = cfg.patch or default
-    if model.info.spatial_dims == 2:
-        patch = (1, *patch[1:])
-    mult = model.info.input_multiple
-    return tuple(max(m, -(-int(p) // m) * m) for p, m in zip(patch, mult))
-
-
-def _isotropic(voxel_size) -> bool:
-    return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
-
-
-def _encoder_name(encoder: Any) -> str:
-    return Path(str(encoder)).name if encoder is not None else "scratch"

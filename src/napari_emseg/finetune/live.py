@@ -39,21 +39,19 @@ from ..device import select_device
 from ..models.registry import AUTO, default_encoder
 from ..progress import Cancelled, Job, Progress, relay_each
 from .annotations import AnnotationError, find_annotations
-from .job import (
-    BATCH_2D,
-    BATCH_3D,
-    FineTuneConfig,
-    FineTuneResult,
-    MaskedObjective,
-    _encoder_name,
-    _isotropic,
-    _patch_shape,
-    _target_kind,
-    _target_kwargs,
-)
+from .job import FineTuneConfig, FineTuneResult, MaskedObjective
 from .layout import detect_layout
 from .live_feed import LiveConfig, LiveFeed, ViewSource, predict_window, read_view
 from .model_setup import freeze_and_group, prepare_model
+from .recipe import (
+    BATCH_2D,
+    BATCH_3D,
+    encoder_name,
+    is_isotropic,
+    patch_shape,
+    target_kind,
+    target_kwargs,
+)
 from .working_grid import resample_crop, voxel_plan
 
 __all__ = ["LiveConfig", "ViewSource", "LiveResult", "live_fine_tune"]
@@ -128,7 +126,7 @@ def live_fine_tune(
         except AnnotationError as err:
             yield Progress(0, None, stage="waiting", message=f"waiting for paint: {err}")
             time.sleep(live.poll_s)
-    kind = "boundaries" if cfg.task == "neurons" and cfg.target == "auto" else _target_kind(cfg, ann)
+    kind = "boundaries" if cfg.task == "neurons" and cfg.target == "auto" else target_kind(cfg, ann)
     plan = voxel_plan(encoder, voxel_size, cfg, ann)
     train_vs = (plan.target_voxel_size if plan.unit == "nm" else None) or voxel_size
     layout = detect_layout(image, train_vs, cfg.dims)
@@ -140,16 +138,16 @@ def live_fine_tune(
     if out is not None:
         check_output_space(out, 1.25 * 4 * sum(p.numel() for p in model.state_dict().values()) + 2**20,
                            what="the checkpoint")
-    patch = _patch_shape(cfg, model, ann, layout)
+    patch = patch_shape(cfg, model, ann, layout)
     lo, hi = intensity_range(image, model.info.norm)
-    near_isotropic = _isotropic(train_vs) or (train_vs is None and layout.kind == "volume")
+    near_isotropic = is_isotropic(train_vs) or (train_vs is None and layout.kind == "volume")
     permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
     batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
     if cfg.batch_size is None and select_device(cfg.device).type == "cpu":
         batch_size = max(1, batch_size // 2)  # shorter steps: a stroke reaches the model sooner
     resample = (lambda crop, a: resample_crop(crop, a, plan, cfg.voxel_match.antialias)) if plan.resample else None
     feed = LiveFeed(image, get_labels, cfg, kind=kind, patch=patch, lo=lo, hi=hi, model=model,
-                    target_kwargs=_target_kwargs(kind, model), batch_size=batch_size, permute=permute,
+                    target_kwargs=target_kwargs(kind, model), batch_size=batch_size, permute=permute,
                     resample=resample, t0=t0)
     objective = MaskedObjective(model, kind)
     tcfg = TrainConfig(
@@ -176,7 +174,7 @@ def live_fine_tune(
         model.info = model.info.replace(voxel_size=tuple(train_vs))
     ann = feed.current.ann if feed.current is not None else ann
     card = {
-        "method": f"fine-tuned live ({kind}) from {getattr(encoder, 'name', None) or _encoder_name(encoder)}",
+        "method": f"fine-tuned live ({kind}) from {getattr(encoder, 'name', None) or encoder_name(encoder)}",
         "data": source or "user data",
         "annotated": {"axis": ann.axis, "slices": sorted(feed.current.counts) if feed.current else [],
                       "voxels": ann.n_annotated, "mode": cfg.mode, "held_out": []},
