@@ -17,9 +17,8 @@ of :func:`~napari_emseg.finetune.job.fine_tune` (``FineTuneConfig.calibrate``, o
    section (inference mode ``"auto"`` resolves to ``"slices"``: not near-isotropic data) gets
    mitochondria extracted **per section** and linked to the next section's one to one
    (``MitoConfig.mode="linked"``, stored with the rest): in 3D, two separate pieces of one
-   section that both touch an object in the next section become one object. On VNC serial sections (3 painted, two seeds) that cost AP50 0.89-0.91
-   -> 0.76-0.79 and AP75 0.74-0.79 -> 0.55-0.60 at the same IoU (docs/tuning.md). The painted
-   sections are then predicted without neighbours;
+   section that both touch an object in the next section become one object (measured in
+   docs/tuning.md). The painted sections are then predicted without neighbours;
 2. **scores a small grid** of post-processing settings (:data:`CALIBRATION_GRIDS`) against the
    painted labels with the machinery of :mod:`napari_emseg.tuning` (one fragment/watershed
    build per expensive setting, lookup tables for the cheap ones), once per painted slice;
