@@ -264,3 +264,30 @@ def test_seeds_are_only_tried_when_painted_mitochondria_touch(tiny_em):
     image = striped_image(tiny_em.mitochondria)
     res = calibrate_postprocess(StripedBCD(), image, painted(tiny_em))
     assert res.config.split is False and all(not r["split"] for r in res.table) and res.settings == 9
+
+
+def test_linked_mitochondria_are_size_filtered_as_segment_does():
+    """A 2D model on sections: the size filter is calibrated on profiles joined through the
+    sections, so a small end profile painted in one section does not buy one-section specks."""
+    image = np.zeros((12, 96, 96), np.uint8)
+    truth = np.zeros(image.shape, np.uint32)
+    image[2:6, 10:30, 10:30] = 255  # a mitochondrion through sections 2-5 ...
+    image[6, 16:22, 16:22] = 255  # ... ending in a 36-pixel profile in section 6
+    truth[2:7][image[2:7] > 0] = 1
+    image[:, 60:80, 60:80] = 255  # one through every section
+    truth[:, 60:80, 60:80] = 2
+    for z in (1, 9, 11):  # specks of 64 pixels in single sections
+        image[z, 40:48, 80:88] = 255
+    labels = np.zeros_like(truth)
+    labels[6] = truth[6]
+    model = SectionBCD(2)
+    res = calibrate_postprocess(model, image, labels, voxel_size=(50.0, 5.0, 5.0))
+    assert res.config.mode == "linked" and res.score == pytest.approx(1.0)
+    assert res.config.min_size == MitoConfig().min_size  # the end profile belongs to a large object
+    maps = model(torch.from_numpy(image.astype(np.float32) / 127.5 - 1)[None, None])[0].detach().numpy()
+    seg = extract_instances(maps, "bcd", res.config)
+    assert np.unique(seg).size - 1 == 2 and not seg[[1, 9, 11], 40:48, 80:88].any()  # no specks
+    assert seg[6, 16:22, 16:22].all()  # the end profile is kept
+    # scored on section 6 alone, the filter would have to drop to keep the end profile
+    alone = extract_instances(maps[:, 6:7], "bcd", MitoConfig(mode="linked", split=False))
+    assert not alone[0, 16:22, 16:22].any()

@@ -18,7 +18,10 @@ of :func:`~napari_emseg.finetune.job.fine_tune` (``FineTuneConfig.calibrate``, o
    mitochondria extracted **per section** and linked to the next section's one to one
    (``MitoConfig.mode="linked"``, stored with the rest): in 3D, two separate pieces of one
    section that both touch an object in the next section become one object (measured in
-   docs/tuning.md). The painted sections are then predicted without neighbours;
+   docs/tuning.md). The neighbours are still predicted (``context``), so the size filter is
+   scored as ``segment`` applies it, on profiles joined through the sections: scored on
+   isolated sections, where a mitochondrion's small end profile is a true object, a small
+   filter looked harmless and kept one-section specks everywhere else (docs/tuning.md);
 2. **scores a small grid** of post-processing settings (:data:`CALIBRATION_GRIDS`) against the
    painted labels with the machinery of :mod:`napari_emseg.tuning` (one fragment/watershed
    build per expensive setting, lookup tables for the cheap ones), once per painted slice;
@@ -234,8 +237,7 @@ def calibrate_job(
         for neurons, AP for mitochondria) and how close to the best a setting must score to
         count as tied (then the one closest to the defaults wins).
     context, max_side, max_voxels, max_slices, max_folds
-        Neighbour slices post-processed around each painted slice (none for mitochondria of a
-        2D model predicting section by section); the largest in-plane window; on the CPU, a
+        Neighbour slices post-processed around each painted slice; the largest in-plane window; on the CPU, a
         smaller square window so that at most ``max_voxels`` voxels are predicted and at most a
         fifth of that is painted area scored by every setting (``None``: no limit; never under
         128); the most painted slices used (evenly spaced); the most held-out folds.
@@ -318,7 +320,6 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
         # a 2D model predicting section by section: mitochondria are extracted per section and
         # linked one to one, so no object joins separate pieces of a section (module docstring)
         base = base.replace(mode="linked")
-        context = 0 if ax == 0 else context
     need = _prediction_depth(info, ax)
     slabs = _plan_slabs(shape[ax], slices, need, context)
     side = int(max_side)
