@@ -88,6 +88,7 @@ from .calibrate_slabs import (
     _plan_slabs,
     _prediction_depth,
     _separator,
+    _window,
 )
 
 __all__ = ["CALIBRATION_GRIDS", "Calibration", "calibrate_job", "calibrate_postprocess", "calibrate_checkpoint",
@@ -322,13 +323,8 @@ def _calibrate(model, image, labels, task, target, mode, background_label, axis,
         base = base.replace(mode="linked")
     need = _prediction_depth(info, ax)
     slabs = _plan_slabs(shape[ax], slices, need, context)
-    side = int(max_side)
-    if max_voxels and select_device(inference.device).type == "cpu":  # a bounded cost on the CPU
-        depth = sum(p1 - p0 for p0, p1, *_ in slabs)
-        # predicted voxels, and the painted area every grid setting is built and scored on (a fifth)
-        area = min(max_voxels / max(1, depth), max_voxels / (5 * len(slices)))
-        side = min(side, max(128, int(math.sqrt(area)) // 32 * 32))
-    win = tuple(min(side, shape[a]) for a in plane)
+    cpu_voxels = max_voxels if select_device(inference.device).type == "cpu" else None  # a bounded cost on the CPU
+    win = _window(shape, plane, slabs, len(slices), max_side, cpu_voxels)
     if intensity is not None:  # normalise as a segmentation of the whole volume does
         model.info = info.replace(norm=NormConfig(lo=float(intensity[0]), hi=float(intensity[1]),
                                                   invert=info.norm.invert))

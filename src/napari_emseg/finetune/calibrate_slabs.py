@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +39,18 @@ def _plan_slabs(n: int, slices: Sequence[int], need: int, context: int):
         p0, p1 = min(p0, q0), max(p0 + depth, q1)
         out.append((p0, p1, q0, q1, members))
     return out
+
+
+def _window(shape, plane, slabs, n_slices: int, max_side: int, max_voxels: int | None) -> tuple[int, int]:
+    """The in-plane window: at most ``max_side``; with ``max_voxels`` (on the CPU), a square small
+    enough that the slabs predict at most that many voxels and at most a fifth of it is painted
+    area, which every grid setting is built and scored on (never under 128)."""
+    side = int(max_side)
+    if max_voxels:
+        depth = sum(p1 - p0 for p0, p1, *_ in slabs)
+        area = min(max_voxels / max(1, depth), max_voxels / (5 * n_slices))
+        side = min(side, max(128, int(math.sqrt(area)) // 32 * 32))
+    return tuple(min(side, shape[a]) for a in plane)
 
 
 def _centre(lab: np.ndarray, axis: int, members: Sequence[int], plane: Sequence[int], shape) -> list[int]:

@@ -39,14 +39,13 @@ from .losses import task_loss
 from .model_setup import freeze_and_group, prepare_model
 from .preview import with_previews
 from .recipe import (
-    BATCH_2D,
-    BATCH_3D,
     STEPS_2D,
     STEPS_3D,
     UNTIL_TIME_LIMIT,
+    batch_size,
     encoder_name,
-    is_isotropic,
     patch_shape,
+    permute_planes,
     target_kind,
     target_kwargs,
 )
@@ -295,14 +294,13 @@ def fine_tune(
     img = normalize(crop, lo, hi, model.info.norm.invert)
     train_ann, val_ann = split_holdout(ann, cfg.holdout and len(ann.slices) >= cfg.holdout_min_slices)
     kwargs = target_kwargs(kind, model)
-    near_isotropic = is_isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
-    permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
+    permute = permute_planes(cfg, voxel_size, layout, patch)
     validate = holdout_validator(img, val_ann, kind, patch, model, kwargs) if val_ann is not None else None
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
-    batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
+    batch = batch_size(cfg, model)
     steps = cfg.steps or (UNTIL_TIME_LIMIT if cfg.time_limit_min else STEPS_2D if model.info.spatial_dims == 2 else STEPS_3D)
-    data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=batch_size, seed=cfg.seed,
+    data = AnnotatedPatches(img, train_ann, kind, patch, batch_size=batch, seed=cfg.seed,
                             augmentation=cfg.augment, spatial_dims=model.info.spatial_dims,
                             permute_planes=permute, target_kwargs=kwargs)
     objective = MaskedObjective(model, kind)

@@ -44,11 +44,10 @@ from .layout import detect_layout
 from .live_feed import LiveConfig, LiveFeed, ViewSource, predict_window, read_view
 from .model_setup import freeze_and_group, prepare_model
 from .recipe import (
-    BATCH_2D,
-    BATCH_3D,
+    batch_size,
     encoder_name,
-    is_isotropic,
     patch_shape,
+    permute_planes,
     target_kind,
     target_kwargs,
 )
@@ -140,14 +139,13 @@ def live_fine_tune(
                            what="the checkpoint")
     patch = patch_shape(cfg, model, ann, layout)
     lo, hi = intensity_range(image, model.info.norm)
-    near_isotropic = is_isotropic(train_vs) or (train_vs is None and layout.kind == "volume")
-    permute = cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
-    batch_size = cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
+    permute = permute_planes(cfg, train_vs, layout, patch)
+    batch = batch_size(cfg, model)
     if cfg.batch_size is None and select_device(cfg.device).type == "cpu":
-        batch_size = max(1, batch_size // 2)  # shorter steps: a stroke reaches the model sooner
+        batch = max(1, batch // 2)  # shorter steps: a stroke reaches the model sooner
     resample = (lambda crop, a: resample_crop(crop, a, plan, cfg.voxel_match.antialias)) if plan.resample else None
     feed = LiveFeed(image, get_labels, cfg, kind=kind, patch=patch, lo=lo, hi=hi, model=model,
-                    target_kwargs=target_kwargs(kind, model), batch_size=batch_size, permute=permute,
+                    target_kwargs=target_kwargs(kind, model), batch_size=batch, permute=permute,
                     resample=resample, t0=t0)
     objective = MaskedObjective(model, kind)
     tcfg = TrainConfig(

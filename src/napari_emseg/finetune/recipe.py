@@ -14,7 +14,7 @@ from torch import nn
 
 from .annotations import AnnotationError
 
-__all__ = ["target_kind", "target_kwargs", "patch_shape", "is_isotropic", "encoder_name",
+__all__ = ["target_kind", "target_kwargs", "patch_shape", "is_isotropic", "permute_planes", "batch_size", "encoder_name",
            "PATCH_2D", "BATCH_2D", "BATCH_3D", "PATCH_ISO", "STEPS_2D", "STEPS_3D", "UNTIL_TIME_LIMIT"]
 
 
@@ -71,6 +71,18 @@ def patch_shape(cfg: Any, model: nn.Module, ann: Any, layout: Any = None) -> tup
 def is_isotropic(voxel_size: Any) -> bool:
     """Voxel sizes within 1.5x of each other on every axis."""
     return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
+
+
+def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...]) -> bool:
+    """Show the painted plane along y and x too: ``cfg.permute_planes`` ``"on"``, or ``"auto"``
+    on near-isotropic data (voxel size, or the layout when it is unknown) with a cubic patch."""
+    near_isotropic = is_isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
+    return cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
+
+
+def batch_size(cfg: Any, model: nn.Module) -> int:
+    """``cfg.batch_size``, or the recipe's batch for the network's dimensionality."""
+    return cfg.batch_size or (BATCH_2D if model.info.spatial_dims == 2 else BATCH_3D)
 
 
 def encoder_name(encoder: Any) -> str:
