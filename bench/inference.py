@@ -117,8 +117,10 @@ class Pointwise(torch.nn.Module):
         return self.net(x)
 
 
-def run_ours(net, vol, tile, batch, device, **changes):
-    cfg = InferenceConfig(tile=tile, batch=batch, device=device, overlap=0.25, blend="gaussian").replace(**changes)
+def run_ours(net, vol, tile, batch, device, changes=None):
+    """``predict_tiled`` with the bench's tile, batch and blending, then ``changes`` (a variant,
+    which may change the batch too)."""
+    cfg = InferenceConfig(tile=tile, batch=batch, device=device, overlap=0.25, blend="gaussian").replace(**(changes or {}))
     return drain(predict_tiled(net, vol, None, cfg), show=False)
 
 
@@ -176,7 +178,7 @@ def compare(label: str, net, vol: np.ndarray, what: str, tile, batch: int, repea
           f"gaussian, batch {batch}; device {device}, torch threads {torch.get_num_threads()}, "
           f"{len(os.sched_getaffinity(0))} usable cores; load average before: {load_average()}", flush=True)
     ours = [("predict_tiled", lambda *a: run_ours(*a), batch)]
-    ours += [(f"predict_tiled[{v}]", lambda *a, c=parse_variant(v): run_ours(*a, **c), batch) for v in variants]
+    ours += [(f"predict_tiled[{v}]", lambda *a, c=parse_variant(v): run_ours(*a, c), batch) for v in variants]
     methods = [*ours, ("monai", run_monai, batch), ("monai_default", run_monai, 1), ("naive", run_naive, batch)]
     methods = [m for m in methods if m[0] not in skip]
     wall: dict[str, list[float]] = {m[0]: [] for m in methods}

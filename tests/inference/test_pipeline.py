@@ -60,6 +60,22 @@ def test_output_is_the_float64_blend_within_the_output_types_rounding(workers, d
     assert np.abs(got - want).max() < tol
 
 
+@pytest.mark.parametrize("dtype", ["float16", "uint8"])
+def test_in_memory_output_divided_in_place_equals_the_written_one(tmp_path, dtype):
+    """An in-memory CPU output is divided into block by block (strided views of the array); a
+    zarr output and a caller's array of another type go through the writer thread: same values."""
+    vol = em_volume((20, 60, 76), seed=3)
+    net = ConvNet(tile=(8, 32, 32))
+    cfg = dict(dtype=dtype, block=(8, 24, 40), workers=2)
+    direct = run(net, vol, **cfg)
+    assert isinstance(direct, np.ndarray) and direct.dtype == np.dtype(dtype)
+    written = np.asarray(run(net, vol, tmp_path / "p.zarr", **cfg)[...])
+    np.testing.assert_array_equal(direct, written)
+    other = np.zeros((net.info.out_channels, *vol.shape), dtype=np.float64)
+    run(net, vol, other, **cfg)
+    np.testing.assert_array_equal(direct, other.astype(dtype))
+
+
 def test_workers_split_a_batch_keeping_two_tiles_a_pass():
     def group(workers, batch, mode="3d", tile=(8, 32, 32)):
         cfg = CPU.replace(workers=workers, batch=batch)

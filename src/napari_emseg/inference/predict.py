@@ -217,6 +217,8 @@ def predict_tiled(
     yield Progress(done, total, "predict", f"{len(todo)} blocks of {block} on {device}, tile {tile}")
 
     reader = BlockReader(data, pin=device.type == "cuda")
+    direct = (device.type == "cpu" and type(target) is np.ndarray and target.dtype == np.dtype(config.dtype)
+              and target.dtype.isnative and target.flags.writeable)
     start, voxels = time.perf_counter(), 0
     # the output exists already: only transient buffers are served from the kept heap
     keep = worth_keeping(device.type, predictor.group(predictor.tile) * int(np.prod(predictor.tile)))
@@ -224,12 +226,17 @@ def predict_tiled(
         target, lambda b: record.mark(b.index)
     ) as writer, contextlib.closing(predictor):  # closing: stops the worker threads
         for blk, x in ahead:
+            # an in-memory output on the CPU is divided into in place: no block copy, no writer pass
+            view = target[(slice(None), *blk.out_slices)] if direct else None
             with torch.inference_mode():
                 x = normalize_tensor(x.to(device, non_blocking=True), lo, hi, info.norm.invert)
-                p = predictor.predict_block(x, blk, config.dtype)
-                arr = to_host(p)
+                p = predictor.predict_block(x, blk, config.dtype, None if view is None else torch.from_numpy(view))
+                arr = to_host(p) if view is None else view
             del p, x
-            writer.submit(blk, arr)
+            if view is None:
+                writer.submit(blk, arr)
+            else:
+                record.mark(blk.index)
             done += 1
             voxels += int(np.prod(arr.shape[1:]))
             elapsed = time.perf_counter() - start

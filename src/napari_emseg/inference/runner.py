@@ -3,7 +3,8 @@
 :class:`BlockPredictor` owns the network and the device. For each block it cuts the (already
 normalised, already on-device) input into tiles, runs them in batches under
 ``torch.inference_mode`` and autocast, multiplies each tile's probabilities by its blending
-window, accumulates weighted sums over the block in float32 and divides by the (separable)
+window in the thread that ran the network (while they are in cache), accumulates the weighted
+sums over the block in float32 and divides by the (separable)
 weight sum, writing the quotient straight into the output type. On the CPU, batches run in
 several worker threads at once when PyTorch's intra-op threads leave cores idle
 (:func:`~.fastpath.resolve_workers`); the block's sum is still accumulated in tile order, so the
@@ -133,12 +134,10 @@ class BlockPredictor:
             return (max(m[1:]),) * 3
         return m
 
-    def _weight(self, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple, scratch: torch.Tensor) -> torch.Tensor:
-        """A tile's blending weight, ``(Z, Y, X)`` (or ``(Y, X)`` when constant along z).
-
-        Separable: a cached ``(Y, X)`` plane times a cached ``z`` vector, multiplied into
-        ``scratch``, so the cache stays small (kilobytes per variant) whatever the tile. Called
-        in the accumulating thread only.
+    def _weight(self, tile: tuple[int, ...], overlap: tuple[int, ...], flags: tuple) -> tuple[Any, torch.Tensor]:
+        """A tile's separable blending weight: ``(z vector (Z, 1, 1) or None when constant along
+        z, (Y, X) plane)``, both cached (kilobytes per variant, whatever the tile). Called in the
+        thread that plans the block; the workers only read the tensors it returns.
         """
         cfg = self.config
         kz, kyx = (tile[0], overlap[0], flags[0]), (tile[1:], overlap[1:], flags[1:])
@@ -149,8 +148,7 @@ class BlockPredictor:
         if kyx not in self._weights:
             wins = [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for t, o, f in zip(tile[1:], overlap[1:], flags[1:])]
             self._weights[kyx] = torch.from_numpy(outer(wins).astype(np.float32)).to(self.device)
-        wz, wyx = self._weights[kz], self._weights[kyx]
-        return wyx if wz is None else torch.mul(wyx, wz, out=scratch)
+        return self._weights[kz], self._weights[kyx]
 
     # -- networks --------------------------------------------------------------------------
     def _net(self, x: torch.Tensor) -> torch.Tensor:
@@ -197,10 +195,12 @@ class BlockPredictor:
         return predict_tta(self._forward, x, axes, self.info)
 
     # -- blocks ----------------------------------------------------------------------------
-    def predict_block(self, x: torch.Tensor, block: Block, dtype: str = "float32") -> torch.Tensor:
+    def predict_block(self, x: torch.Tensor, block: Block, dtype: str = "float32",
+                      out: torch.Tensor | None = None) -> torch.Tensor:
         """Blended probabilities ``(C, *written shape)`` for ``block``, whose normalised, padded
         input region ``x`` ``(Z, Y, X)`` is on the device, as ``dtype`` (``"float32"``, or an
-        output type of :func:`to_output_dtype`).
+        output type of :func:`to_output_dtype`); written into ``out`` (that shape and type, on
+        the device; may be a strided view of the whole output) when given, and returned.
 
         An out-of-memory error halves the batch (then the tile), logs a warning and redoes
         the block; :class:`OutOfMemory` when nothing is left to shrink.
@@ -209,7 +209,7 @@ class BlockPredictor:
             failure = None
             try:
                 with torch.inference_mode():
-                    return self._predict_block(x, block, dtype)
+                    return self._predict_block(x, block, dtype, out)
             except Exception as err:  # noqa: BLE001 - only OOM is handled, the rest re-raised
                 if not is_oom(err):
                     raise
@@ -256,7 +256,7 @@ class BlockPredictor:
             acc.zero_()
         return acc
 
-    def _predict_block(self, x: torch.Tensor, block: Block, dtype: str) -> torch.Tensor:
+    def _predict_block(self, x: torch.Tensor, block: Block, dtype: str, out: torch.Tensor | None) -> torch.Tensor:
         shape = tuple(int(s) for s in x.shape)
         crop = block.crop
         tile = tuple(min(t, s) for t, s in zip(self.tile, shape))
@@ -274,13 +274,12 @@ class BlockPredictor:
         for i in range(0, len(positions), group):
             chunk = positions[i : i + group]
             regions = [tuple(slice(starts[a][j], starts[a][j] + tile[a]) for a, j in enumerate(p)) for p in chunk]
-            tflags = [tuple(flags[a][j] for a, j in enumerate(p)) for p in chunk]
-            chunks.append((regions, tflags))
+            weights = [self._weight(tile, overlap, tuple(flags[a][j] for a, j in enumerate(p))) for p in chunk]
+            chunks.append((regions, weights))
         acc = self._accumulator(shape)
-        scratch = torch.empty(tile, dtype=torch.float32, device=self.device)
-        for regions, tflags, y in self._batches(x, chunks):
-            for k, (r, f) in enumerate(zip(regions, tflags)):  # weight and add in one pass, in tile order
-                acc[(slice(None), *r)].addcmul_(y[k], self._weight(tile, overlap, f, scratch))
+        for regions, y in self._batches(x, chunks):
+            for k, r in enumerate(regions):  # already weighted: add in tile order
+                acc[(slice(None), *r)].add_(y[k])
             del y
         wz, wy, wx = (
             torch.from_numpy(weight_sum_1d(n, st, [window_1d(t, o, cfg.blend, cfg.sigma_scale, *f) for f in fl])[c])
@@ -290,41 +289,51 @@ class BlockPredictor:
         )
         wsum = wz.view(-1, 1, 1) * wy.view(1, -1, 1) * wx.view(1, 1, -1)
         p = acc[(slice(None), *crop)]
-        if dtype in ("float16", "float32"):  # divide straight into the output type: one pass, new memory
-            return torch.div(p, wsum, out=torch.empty(p.shape, dtype=getattr(torch, dtype), device=self.device))
-        return to_output_dtype(p.div_(wsum), dtype)
+        if dtype in ("float16", "float32"):  # divide straight into the output type: one pass
+            if out is None:
+                out = torch.empty(p.shape, dtype=getattr(torch, dtype), device=self.device)
+            return torch.div(p, wsum, out=out)
+        q = to_output_dtype(p.div_(wsum), dtype)
+        return q if out is None else out.copy_(q)
 
-    def _probs(self, x: torch.Tensor, regions: list) -> torch.Tensor:
-        """Probabilities ``(B, C, *tile)`` of a batch of tiles of ``x``."""
+    def _probs(self, x: torch.Tensor, regions: list, weights: list) -> torch.Tensor:
+        """Blending-weighted probabilities ``(B, C, *tile)`` of a batch of tiles of ``x``: each
+        tile multiplied by its weight right after the network, while it is still in cache."""
         with torch.inference_mode():
-            return self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
+            y = self.forward(torch.stack([x[r] for r in regions]).unsqueeze(1))
+            y = y.contiguous()  # a fresh tensor (or a view of the fresh stack): safe to scale in place
+            for k, (wz, wyx) in enumerate(weights):
+                y[k].mul_(wyx)
+                if wz is not None:
+                    y[k].mul_(wz)
+            return y
 
     def _batches(self, x: torch.Tensor, chunks: list):
-        """``(regions, flags, probabilities)`` of each chunk of tiles, in order.
+        """``(regions, weighted probabilities)`` of each chunk of tiles, in order.
 
         With one worker, batches run in this thread; with more, up to ``workers + 1`` batches
         are in flight in the pool while this thread adds finished ones to the block's sum.
         """
         if self.workers <= 1 or len(chunks) <= 1:
-            for regions, tflags in chunks:
-                yield regions, tflags, self._probs(x, regions)
+            for regions, weights in chunks:
+                yield regions, self._probs(x, regions, weights)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="emseg-net")
-        pending: deque[tuple[list, list, Future]] = deque()
+        pending: deque[tuple[list, Future]] = deque()
         try:
-            for regions, tflags in chunks:
-                pending.append((regions, tflags, self._pool.submit(self._probs, x, regions)))
+            for regions, weights in chunks:
+                pending.append((regions, self._pool.submit(self._probs, x, regions, weights)))
                 if len(pending) > self.workers:
-                    regions0, flags0, fut = pending.popleft()
-                    yield regions0, flags0, fut.result()
+                    regions0, fut = pending.popleft()
+                    yield regions0, fut.result()
             while pending:
-                regions0, flags0, fut = pending.popleft()
-                yield regions0, flags0, fut.result()
+                regions0, fut = pending.popleft()
+                yield regions0, fut.result()
         finally:  # an error (or OOM) in one batch: let the others finish before the block is redone
-            for *_, fut in pending:
+            for _, fut in pending:
                 fut.cancel()
-            wait([fut for *_, fut in pending])
+            wait([fut for _, fut in pending])
 
 
 def _shares_memory(a: torch.Tensor, b: torch.Tensor) -> bool:
