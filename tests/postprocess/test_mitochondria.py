@@ -112,3 +112,37 @@ def test_linked_mode_joins_sections_one_to_one():
     assert len(np.unique(link_sections(shifted))) == 3
     shifted[1, 5:15, 6:16] = 2  # now 6 of 10 columns overlap
     assert len(np.unique(link_sections(shifted))) == 2
+
+
+def _blobs(rng, n, shape=(128, 128), r=6):
+    """A section of ``n`` disc profiles at random places, ids from 1."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    sec = np.zeros(shape, np.uint32)
+    for i, (y, x) in enumerate(rng.integers(r, np.array(shape) - r, size=(n, 2)), start=1):
+        sec[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = i
+    return sec
+
+
+def _stack(sections):
+    """Per-section ids made unique through the stack."""
+    out, top = [], 0
+    for sec in sections:
+        out.append(np.where(sec > 0, sec + top, 0).astype(np.uint32))
+        top = int(out[-1].max())
+    return np.stack(out)
+
+
+def test_separate_images_are_not_linked_serial_sections_are():
+    rng = np.random.default_rng(0)
+    unrelated = _stack([_blobs(rng, 40) for _ in range(5)])  # five micrographs: profiles overlap only by chance
+    assert (link_sections(unrelated) == unrelated).all()
+    first = _blobs(rng, 40)
+    serial = _stack([np.roll(first, k, axis=1) for k in range(5)])  # each profile moves a pixel a section
+    joined = link_sections(serial)
+    assert len(np.unique(joined)) - 1 <= 45  # (nearly) every profile continues: about 40 objects, not 200
+    # a serial pair between two unrelated ones: only that pair is linked
+    mixed = _stack([_blobs(rng, 40), first, np.roll(first, 1, axis=1), _blobs(rng, 40)])
+    linked = link_sections(mixed)
+    assert len(np.unique(linked[1:3])) - 1 <= 45
+    assert not np.isin(linked[0][linked[0] > 0], linked[1]).any()
+    assert not np.isin(linked[3][linked[3] > 0], linked[2]).any()

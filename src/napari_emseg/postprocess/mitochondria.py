@@ -17,7 +17,8 @@ The U3D-BCD post-processing of MitoEM / PyTorch Connectomics (Wei et al., MICCAI
 With ``mode="linked"`` steps 1-3 run per section and each section's objects are then joined to
 the object of the next section that covers most of the smaller of the two, one to one
 (:func:`link_sections`): every object has at most one profile per section, as in a stack of
-sections segmented by a 2D network, and still spans the sections it runs through.
+sections segmented by a 2D network, and still spans the sections it runs through. Sections whose
+profiles continue no more than by chance (separate micrographs) are not linked.
 
 With ``split=False`` steps 1 and 3 are skipped: every connected piece of the mask is one object.
 Where mitochondria seldom touch (serial sections of neuropil), that matched held-out objects
@@ -34,6 +35,7 @@ Thresholds are compared with the maps in their stored type (uint8 maps are never
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,34 +129,99 @@ def bcd_watershed(
     return labels
 
 
-def link_sections(labels: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
+#: a pair of sections is linked when this much more of its profiles find a partner than when
+#: the second section is turned by 180 degrees (the rate by chance): consecutive sections of
+#: VNC and FAFB masks 0.75-1.0 against 0.02-0.14 turned, so unrelated micrographs stay apart
+LINK_MARGIN = 0.3
+#: pairs with fewer profiles than this (both sections together) follow the stack's pooled rates
+LINK_MIN_PROFILES = 6
+
+logger = logging.getLogger(__name__)
+
+
+def _pairings(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: float) -> list[tuple[int, int]]:
+    """One-to-one joins of the profiles of facing sections ``a`` and ``b``, largest overlaps first."""
+    both = (a > 0) & (b > 0)
+    u, v, counts = face_contacts(a[both], b[both])
+    cover = counts / np.minimum(sizes[u], sizes[v])
+    taken_a, taken_b, pairs = set(), set(), []
+    for i in np.argsort(-counts, kind="stable"):
+        ia, ib = int(u[i]), int(v[i])
+        if cover[i] < min_overlap or ia in taken_a or ib in taken_b:
+            continue
+        taken_a.add(ia)
+        taken_b.add(ib)
+        pairs.append((ia, ib))
+    return pairs
+
+
+def _joined_area(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: float) -> int:
+    """Voxels of the profiles :func:`_pairings` joins (both sections)."""
+    return int(sum(sizes[i] + sizes[j] for i, j in _pairings(a, b, sizes, min_overlap)))
+
+
+def _chance(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: float, enough: float) -> int:
+    """Joined area by chance: the least over ``b`` turned by 180 degrees and rolled by half its
+    height or width (three unrelated placements; one can coincide with the real one in a
+    symmetric layout). Stops at the first placement joining at most ``enough`` voxels."""
+    ny, nx = b.shape
+    least = None
+    for moved in (lambda: b[::-1, ::-1], lambda: np.roll(b, ny // 2, 0), lambda: np.roll(b, nx // 2, 1)):
+        if enough < 0:  # even no chance joins at all would leave the pair below the margin
+            return 0 if least is None else least
+        k = _joined_area(a, moved(), sizes, min_overlap)
+        least = k if least is None else min(least, k)
+        if k <= enough:
+            break
+    return least
+
+
+def link_sections(labels: np.ndarray, min_overlap: float = 0.5, margin: float = LINK_MARGIN) -> np.ndarray:
     """Join 2D objects of neighbouring sections ``(Z, Y, X)`` into 3D objects, one to one.
 
     Every id must lie in one section. Two objects of sections ``z`` and ``z + 1`` are joined
     when their overlap covers at least ``min_overlap`` of the smaller one; the largest overlaps
     are taken first and each object joins at most one object of each neighbouring section, so
-    a joined object never holds two profiles of one section. Returns ``labels`` (uint32) with
-    the joined ids (not consecutive).
+    a joined object never holds two profiles of one section.
+
+    Only sections that continue each other are linked: a pair is joined when the fraction of
+    its foreground in profiles that find a partner exceeds, by ``margin``, the fraction found
+    with the second section turned or rolled (what unrelated images give by chance). A pair
+    with fewer than :data:`LINK_MIN_PROFILES` profiles is judged by the areas pooled over the
+    stack. A stack of separate micrographs thus keeps every image's objects apart. Returns
+    ``labels`` (uint32) with the joined ids (not consecutive).
     """
     labels = np.asarray(labels)
     top = int(labels.max()) if labels.size else 0
     if top == 0 or labels.shape[0] < 2:
         return labels.astype(np.uint32, copy=False)
     sizes = np.bincount(labels.ravel(), minlength=top + 1)
-    root = np.arange(top + 1, dtype=np.uint32)
+    pairs, rates, small, empty = [], [], [], []
     for z in range(labels.shape[0] - 1):
-        u, v, counts = face_contacts(labels[z], labels[z + 1])
-        fg = (u > 0) & (v > 0)
-        u, v, counts = u[fg], v[fg], counts[fg]
-        cover = counts / np.minimum(sizes[u], sizes[v])
-        taken_a, taken_b = set(), set()
-        for i in np.argsort(-counts, kind="stable"):
-            ia, ib = int(u[i]), int(v[i])
-            if cover[i] < min_overlap or ia in taken_a or ib in taken_b:
-                continue
-            taken_a.add(ia)
-            taken_b.add(ib)
+        a, b = labels[z], labels[z + 1]
+        joined = _pairings(a, b, sizes, min_overlap)
+        area = int(sum(sizes[i] + sizes[j] for i, j in joined))
+        total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
+        na, nb = (len(np.unique(s)) - 1 + int(s.min() > 0) for s in (a, b))
+        pairs.append(joined)
+        rates.append((area, _chance(a, b, sizes, min_overlap, area - margin * total), total))
+        small.append(na + nb < LINK_MIN_PROFILES)
+        empty.append(na == 0 or nb == 0)
+    pooled_total = sum(r[2] for r in rates)
+    pooled = pooled_total == 0 or sum(r[0] - r[1] for r in rates) / pooled_total >= margin
+    root = np.arange(top + 1, dtype=np.uint32)
+    apart = []
+    for z, (joined, (area, chance, total)) in enumerate(zip(pairs, rates)):
+        related = pooled if small[z] else (area - chance) / max(total, 1) >= margin
+        if not related:
+            if not empty[z]:
+                apart.append(z)
+            continue
+        for ia, ib in joined:
             root[ib] = root[ia]  # sections go in order: ia's root is final
+    if apart:
+        logger.info("sections %s and the next ones look unrelated (few profiles continue, as by chance): "
+                    "not linked", ", ".join(str(z) for z in apart[:10]) + (" ..." if len(apart) > 10 else ""))
     return root[labels]
 
 
