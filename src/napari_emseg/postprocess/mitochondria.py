@@ -129,9 +129,9 @@ def bcd_watershed(
     return labels
 
 
-#: a pair of sections is linked when this much more of its profiles find a partner than when
-#: the second section is turned by 180 degrees (the rate by chance): consecutive sections of
-#: VNC and FAFB masks 0.75-1.0 against 0.02-0.14 turned, so unrelated micrographs stay apart
+#: a pair of sections is linked when this much more of its mitochondrion area finds a partner
+#: than with the second section turned or rolled (the share by chance): consecutive sections of
+#: the VNC and FAFB masks join 0.75-1.0 of their profiles, turned ones 0.02-0.14
 LINK_MARGIN = 0.3
 #: pairs with fewer profiles than this (both sections together) follow the stack's pooled rates
 LINK_MIN_PROFILES = 6
