@@ -87,8 +87,9 @@ def detect_layout(image: Any, voxel_size: tuple[float, float, float] | None = No
         return Layout(2, "sections", f"only {nz} slice(s): too few for 3D context, 2D network", **common)
     if aniso is not None:
         if aniso >= ANISOTROPY_2D:
-            return Layout(2, "sections", f"z is {aniso:.1f}x coarser than y/x: serial sections, "
-                          "2D network", **common)
+            kept = f" (adjacent slices keep {ratio:.0%} of the in-plane correlation)" if ratio is not None else ""
+            return Layout(2, "sections", f"z is {aniso:.1f}x coarser than y/x{kept}: serial sections or "
+                          "separate images, 2D network", **common)
         return Layout(3, "volume", f"near-isotropic voxels (z/xy {aniso:.1f}): 3D network", **common)
     if ratio is not None and ratio >= CORRELATION_3D:
         return Layout(3, "volume", f"adjacent slices keep {ratio:.0%} of the in-plane correlation: a "
