@@ -172,3 +172,22 @@ def test_bad_inputs_raise_clear_errors(sample):
     long_range = np.concatenate([affs, affs[:1]])
     offsets = [(-1, 0, 0), (0, -1, 0), (0, 0, -1), (-2, 0, 0)]
     assert extract_instances(long_range, "affinities", offsets=offsets).max() >= 1
+
+
+def test_neurons_are_not_joined_across_separate_images(sample):
+    """A stack of unrelated sections (each turned its own way): no segment spans two of them,
+    whatever the z-affinities say; the serial stack keeps its 3D neurons."""
+    from napari_emseg.postprocess.affinities import unrelated_sections
+
+    serial = sample.neurons[:6]
+    apart = np.stack([np.rot90(s, k) for k, s in enumerate(serial)])
+    affs = gt_affinities(apart, noise=0.05, seed=2)
+    affs[0, 1:] = 1.0  # z-affinities claim everything continues
+    assert unrelated_sections(affs) == [0, 1, 2, 3, 4]
+    labels = extract_instances(affs, "affinities", NeuronConfig(min_size=0))
+    assert not any(np.isin(labels[z][labels[z] > 0], labels[z + 1]).any() for z in range(5))
+    assert neuron_metrics(labels[2], apart[2])["arand"] < 0.05  # in-plane, each image is whole
+    serial_affs = gt_affinities(serial, noise=0.05, seed=2)
+    assert unrelated_sections(serial_affs) == []
+    joined = extract_instances(serial_affs, "affinities", NeuronConfig(min_size=0))
+    assert neuron_metrics(joined, serial)["arand"] < 0.05

@@ -20,7 +20,12 @@ import numpy as np
 
 from ..config import Config, ConfigError
 from ..progress import Job, Progress, drain
-from .affinities import affinities_from_boundaries, check_offsets, zero_at_boundaries
+from .affinities import (
+    affinities_from_boundaries,
+    check_offsets,
+    unrelated_sections,
+    zero_at_boundaries,
+)
 from .agglomerate import MERGE_FUNCTIONS, Agglomeration, waterz_agglomerate
 from .cleanup import SmallMode, label_sizes, region_adjacency
 from .fragments import FragmentConfig, fragments_job
@@ -115,7 +120,9 @@ def agglomeration_job(
     waterz agglomerates the filled fragments on the affinities with every edge that touches a
     boundary voxel set to 0 (:func:`~.affinities.zero_at_boundaries`): two fragments that meet
     only along a boundary score 1 - 0, two that share interior contact keep their affinities, and
-    a hole in a boundary no longer joins the objects on both sides on its own.
+    a hole in a boundary no longer joins the objects on both sides on its own. The z-affinities
+    between sections that do not continue each other (:func:`~.affinities.unrelated_sections`:
+    a stack of separate micrographs) are set to 0 too, so no object spans them.
 
     Parameters
     ----------
@@ -129,10 +136,15 @@ def agglomeration_job(
     overwrite_affs
         Allow zeroing the boundary edges of ``affs`` in place (saves a copy of three channels).
     """
+    apart = unrelated_sections(affs)
     frags = yield from fragments_job(affs, config.fragments, voxel_size=voxel_size)
     yield _event("agglomerate", f"waterz on {frags.count} fragments ({config.merge_function})")
     cut = affs[:3] if overwrite_affs and affs.dtype == np.float32 else np.array(affs[:3], np.float32)
     zero_at_boundaries(cut, frags.boundary)
+    if apart:  # separate images: nothing joins across them (channel 0 at z + 1 links z + 1 to z)
+        cut[0, [z + 1 for z in apart]] = 0.0
+        logger.info("sections %s and the next ones do not continue each other (separate images): "
+                    "not joined", ", ".join(str(z) for z in apart[:10]) + (" ..." if len(apart) > 10 else ""))
     labels, count = frags.labels, frags.count
     del frags
     ((_, _, pairs, scores),) = waterz_agglomerate(
