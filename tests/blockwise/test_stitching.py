@@ -69,3 +69,19 @@ def test_unsupported_settings_are_explained(maps, client, tmp_path):
             BlockwiseConfig(), client)
     with pytest.raises(EmsegError, match="affinities, boundaries, bcd"):
         run(maps["bcd"], tmp_path / "x.zarr/labels", None, BlockwiseConfig(), client, target="features")
+
+
+def test_separate_images_stay_apart_across_blocks(em, client, tmp_path):
+    """Sections turned each its own way (unrelated images) with z-affinities claiming they
+    continue: no neuron spans two sections, within a block or across a block's z-face."""
+    from tests.blockwise.conftest import write_map
+    from tests.postprocess.conftest import gt_affinities
+
+    apart = np.stack([np.rot90(s, z % 4) for z, s in enumerate(em.neurons)])
+    affs = gt_affinities(apart, noise=0.05, seed=3)
+    affs[0, 1:] = 1.0
+    path = write_map(tmp_path / "affs.zarr", affs, "affinities", em.voxel_size)
+    labels = run(path, tmp_path / "seg.zarr/labels", NeuronConfig(min_size=0),
+                 BlockwiseConfig(blocks=(6, 160, 160), halo=(2, 16, 16)), client)[:]  # z-faces at 6 and 12
+    assert not any(np.isin(labels[z][labels[z] > 0], labels[z + 1]).any() for z in range(len(labels) - 1))
+    assert np.mean([adapted_rand(labels[z], apart[z]).error for z in range(len(labels))]) < 0.05

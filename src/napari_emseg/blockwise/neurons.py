@@ -4,7 +4,9 @@ Per block (:func:`fragment_block`): affinities of the core plus halo, fragments
 (:func:`napari_emseg.postprocess.fragments.fragments_job`) cropped to the core and numbered
 ``1..n``, written to scratch arrays with their boundary mask; then the block's edges: for every
 pair of touching fragments, the sum and count of the affinities across their contact, each
-edge that touches a boundary voxel counted as 0 (as the in-memory path zeroes them for waterz).
+edge that touches a boundary voxel counted as 0 (as the in-memory path zeroes them for waterz),
+and no edge across two sections that do not continue each other (separate images,
+:func:`napari_emseg.postprocess.affinities.unrelated_sections`, judged within the block).
 
 Per block again (:func:`face_block`): the same statistics across each face after the core,
 from the two facing sections and the affinities between them.
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..models.info import NN_OFFSETS
+from ..postprocess.affinities import unrelated_sections
 from .geometry import Box
 from .maps import open_map, region_affinities
 from .overlap import local_numbering
@@ -88,7 +91,9 @@ def fragment_block(spec: dict[str, Any], box: Box) -> int:
 
     probs = open_map(spec["probs"])
     affs = region_affinities(probs, spec["target"], box.ext)
+    apart = unrelated_sections(affs)
     frags = drain(fragments_job(affs, spec["config"].fragments, voxel_size=spec["voxel_size"]), show=False)
+    affs[0, [z + 1 for z in apart]] = 0.0  # separate images: no edge across them (as in memory)
     lut, n = local_numbering(frags.labels, box.inner)
     core = lut[frags.labels[box.inner]]
     boundary = frags.boundary[box.inner]
@@ -114,9 +119,12 @@ def face_block(spec: dict[str, Any], box: Box, neighbours: dict[tuple[int, int],
         if side < 0:
             continue
         mine, theirs = box.face_slice(axis, 1), nb.face_slice(axis, -1)
+        nb_affs = region_affinities(probs, spec["target"], theirs)
+        if axis == 0 and unrelated_sections(np.concatenate([region_affinities(probs, spec["target"], mine), nb_affs], 1)):
+            continue  # the two sections are separate images: no edge across them
         fa, fb = np.asarray(local[mine]).ravel(), np.asarray(local[theirs]).ravel()
         cut = (np.asarray(bnd[mine]) > 0).ravel() | (np.asarray(bnd[theirs]) > 0).ravel()
-        aff = region_affinities(probs, spec["target"], theirs)[axis].ravel()  # joins p and p - e_axis
+        aff = nb_affs[axis].ravel()  # joins p and p - e_axis
         aff = np.where(cut, np.float32(0), aff).astype(np.float64)
         both = (fa > 0) & (fb > 0)
         fa, fb, aff = fa[both].astype(np.int64), fb[both].astype(np.int64), aff[both]

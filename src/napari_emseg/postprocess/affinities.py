@@ -28,6 +28,8 @@ SECTION_MARGIN = 0.035
 #: adjacent boundary maps correlating this much are one structure whatever the chance placements
 #: give (near-identical sections of a symmetric layout can coincide with a turned one)
 SECTION_SURE = 0.5
+#: sections (or blocks of them) smaller than this along y or x are too small to judge: kept joined
+SECTION_MIN_SIDE = 96
 
 
 def check_offsets(offsets: Sequence[Sequence[int]] | None, channels: int, what: str) -> tuple:
@@ -155,10 +157,11 @@ def unrelated_sections(affs: np.ndarray, margin: float = SECTION_MARGIN) -> list
     next section turned by 180 degrees and rolled by half its height or width; a pair whose real
     correlation is not ``margin`` above the highest of those three, nor :data:`SECTION_SURE`, is
     unrelated. Serial sections and volumes continue each other; separate images do not. Waterz
-    must not join objects across such a pair: their z-affinities are noise.
+    must not join objects across such a pair: their z-affinities are noise. Sections under
+    :data:`SECTION_MIN_SIDE` along y or x are not judged (too few structures to correlate).
     """
     nz = int(affs.shape[1])
-    if nz < 2 or min(affs.shape[2:]) < 4:
+    if nz < 2 or min(affs.shape[2:]) < SECTION_MIN_SIDE:
         return []
     apart = []
     nxt = None
