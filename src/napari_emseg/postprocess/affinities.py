@@ -153,7 +153,8 @@ def unrelated_sections(affs: np.ndarray, margin: float = SECTION_MARGIN) -> list
     ``(C >= 3, Z, Y, X)`` that do not continue each other: separate micrographs in one stack.
 
     Each section's in-plane boundaries (``1 - min`` of its y and x affinities, first row and
-    column left out: they have no partner) are correlated with the next section's, and with the
+    column left out: they have no partner; the centre :data:`SECTION_MAX_SIDE` square at most)
+    are correlated with the next section's, and with the
     next section turned by 180 degrees and rolled by half its height or width; a pair whose real
     correlation is not ``margin`` above the highest of those three, nor :data:`SECTION_SURE`, is
     unrelated. Serial sections and volumes continue each other; separate images do not. Waterz
@@ -179,5 +180,15 @@ def unrelated_sections(affs: np.ndarray, margin: float = SECTION_MARGIN) -> list
     return apart
 
 
+#: the check reads at most this many pixels along y and x of each section (the centre)
+SECTION_MAX_SIDE = 1024
+
+
 def _boundaries(affs: np.ndarray, z: int) -> np.ndarray:
-    return 1.0 - np.minimum(np.asarray(affs[1, z, 1:, 1:], np.float32), np.asarray(affs[2, z, 1:, 1:], np.float32))
+    """In-plane boundaries of section ``z``: its centre, at most :data:`SECTION_MAX_SIDE` square,
+    without the first row and column (no partner there)."""
+    ny, nx = (int(s) - 1 for s in affs.shape[2:])
+    hy, hx = min(ny, SECTION_MAX_SIDE), min(nx, SECTION_MAX_SIDE)
+    y0, x0 = 1 + (ny - hy) // 2, 1 + (nx - hx) // 2
+    win = (z, slice(y0, y0 + hy), slice(x0, x0 + hx))
+    return 1.0 - np.minimum(np.asarray(affs[(1, *win)], np.float32), np.asarray(affs[(2, *win)], np.float32))
