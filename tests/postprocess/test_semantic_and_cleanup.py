@@ -42,6 +42,31 @@ def test_semantic_components_per_class_with_size_filter():
     assert np.array_equal(u8, before)
 
 
+def test_semantic_objects_do_not_cross_from_one_separate_image_into_the_next():
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:128, :128]
+
+    def blobs():
+        sec = np.zeros((128, 128), np.uint8)
+        for y, x in rng.integers(8, 120, size=(60, 2)):
+            sec[(yy - y) ** 2 + (xx - x) ** 2 <= 49] = 1
+        return sec
+
+    def probs(classes):
+        return np.stack([(classes == k).astype(np.float32) * 0.8 + 0.1 for k in range(2)])
+
+    first = blobs()
+    serial = np.stack([np.roll(first, k, axis=1) for k in range(3)])  # objects run through
+    apart = np.stack([blobs() for _ in range(3)])  # three unrelated images
+    mixed = np.concatenate([serial, apart])
+    labels = extract_instances(probs(mixed), "semantic")
+    per_section = extract_instances(probs(mixed), "semantic", SemanticConfig(mode="2d"))
+    for z in range(2, 5):  # serial -> first unrelated image, and between unrelated images
+        assert not np.isin(labels[z + 1][labels[z + 1] > 0], labels[z]).any()
+    assert len(np.unique(labels[:3])) == len(np.unique(per_section[0]))  # serial: one object per profile
+    assert len(np.unique(labels)) == len(np.unique(labels[:3])) + len(np.unique(per_section[3:])) - 1
+
+
 def test_affinities_from_boundaries():
     b = np.zeros((2, 4, 5), np.float32)
     b[:, :, 2] = 1.0  # a membrane column in x

@@ -15,6 +15,7 @@ import numpy as np
 from ..finetune.targets import pair_slices
 from ..models.info import NN_OFFSETS
 from .maps import MapError, map_scale, read_channel
+from .sections import centre, sections_apart
 
 __all__ = ["affinities_from_boundaries", "inside_map", "check_offsets", "zero_at_boundaries",
            "unrelated_sections", "SECTION_MARGIN", "SECTION_SURE"]
@@ -28,8 +29,6 @@ SECTION_MARGIN = 0.035
 #: adjacent boundary maps correlating this much are one structure whatever the chance placements
 #: give (near-identical sections of a symmetric layout can coincide with a turned one)
 SECTION_SURE = 0.5
-#: sections (or blocks of them) smaller than this along y or x are too small to judge: kept joined
-SECTION_MIN_SIDE = 96
 
 
 def check_offsets(offsets: Sequence[Sequence[int]] | None, channels: int, what: str) -> tuple:
@@ -141,54 +140,22 @@ def zero_at_boundaries(affs: np.ndarray, boundary: np.ndarray) -> np.ndarray:
     return affs
 
 
-def _corr(a: np.ndarray, b: np.ndarray) -> float:
-    a = a - a.mean()
-    b = b - b.mean()
-    den = float(np.sqrt(float((a * a).sum()) * float((b * b).sum())))
-    return float((a * b).sum()) / den if den > 0 else 0.0
-
-
 def unrelated_sections(affs: np.ndarray, margin: float = SECTION_MARGIN) -> list[int]:
     """``z`` of every pair of sections ``(z, z + 1)`` of nearest-neighbour affinities
     ``(C >= 3, Z, Y, X)`` that do not continue each other: separate micrographs in one stack.
 
     Each section's in-plane boundaries (``1 - min`` of its y and x affinities, first row and
-    column left out: they have no partner; the centre :data:`SECTION_MAX_SIDE` square at most)
-    are correlated with the next section's, and with the
-    next section turned by 180 degrees and rolled by half its height or width; a pair whose real
-    correlation is not ``margin`` above the highest of those three, nor :data:`SECTION_SURE`, is
-    unrelated. Serial sections and volumes continue each other; separate images do not. Waterz
-    must not join objects across such a pair: their z-affinities are noise. Sections under
-    :data:`SECTION_MIN_SIDE` along y or x are not judged (too few structures to correlate).
+    column left out: they have no partner; the centre 1024 pixels square at most) are
+    correlated with the next section's, and with the next section turned by 180 degrees and
+    rolled by half its height or width; a pair whose real correlation is not ``margin`` above
+    the highest of those three, nor :data:`SECTION_SURE`, is unrelated
+    (:func:`~.sections.sections_apart`). Serial sections and volumes continue each other;
+    separate images do not. Waterz must not join objects across such a pair: their
+    z-affinities are noise. Sections under 96 pixels along y or x are not judged.
     """
-    nz = int(affs.shape[1])
-    if nz < 2 or min(affs.shape[2:]) < SECTION_MIN_SIDE:
-        return []
-    apart = []
-    nxt = None
-    for z in range(nz - 1):
-        cur = nxt if nxt is not None else _boundaries(affs, z)
-        nxt = _boundaries(affs, z + 1)
-        real = _corr(cur, nxt)
-        if real >= SECTION_SURE:
-            continue
-        ny, nx = nxt.shape
-        chance = max(_corr(cur, nxt[::-1, ::-1]), _corr(cur, np.roll(nxt, ny // 2, 0)),
-                     _corr(cur, np.roll(nxt, nx // 2, 1)))
-        if real < chance + margin:
-            apart.append(z)
-    return apart
+    win = centre(tuple(affs.shape[2:]), skip=1)
 
+    def boundaries(z: int) -> np.ndarray:
+        return 1.0 - np.minimum(np.asarray(affs[(1, z, *win)], np.float32), np.asarray(affs[(2, z, *win)], np.float32))
 
-#: the check reads at most this many pixels along y and x of each section (the centre)
-SECTION_MAX_SIDE = 1024
-
-
-def _boundaries(affs: np.ndarray, z: int) -> np.ndarray:
-    """In-plane boundaries of section ``z``: its centre, at most :data:`SECTION_MAX_SIDE` square,
-    without the first row and column (no partner there)."""
-    ny, nx = (int(s) - 1 for s in affs.shape[2:])
-    hy, hx = min(ny, SECTION_MAX_SIDE), min(nx, SECTION_MAX_SIDE)
-    y0, x0 = 1 + (ny - hy) // 2, 1 + (nx - hx) // 2
-    win = (z, slice(y0, y0 + hy), slice(x0, x0 + hx))
-    return 1.0 - np.minimum(np.asarray(affs[(1, *win)], np.float32), np.asarray(affs[(2, *win)], np.float32))
+    return sections_apart(boundaries, int(affs.shape[1]), min(affs.shape[2:]), margin, SECTION_SURE)

@@ -18,6 +18,7 @@ from ..progress import Job, Progress, Stopwatch, drain
 from .cleanup import apply_lut, consecutive_lut, label_sizes
 from .maps import check_map, read_channel
 from .memory import check_memory
+from .sections import centre, sections_apart
 
 __all__ = ["SemanticConfig", "class_map", "semantic_job", "segment_semantic"]
 
@@ -35,7 +36,8 @@ class SemanticConfig(Config):
     connectivity
         1 = faces (6-connected in 3D), 3 = faces, edges and corners (26-connected).
     mode
-        ``"3d"``: components span sections; ``"2d"``: components per section.
+        ``"3d"``: components span sections (not from one separate image of a stack into the
+        next: :func:`~.sections.sections_apart`); ``"2d"``: components per section.
     min_size
         Components smaller than this (voxels) become background.
     """
@@ -70,16 +72,20 @@ def semantic_job(probs: Any, config: SemanticConfig = SemanticConfig()) -> Job[n
     structure = ndi.generate_binary_structure(3, config.connectivity)
     if config.mode == "2d":
         structure[0] = structure[2] = False
+    runs = _runs(classes) if config.mode == "3d" else [(0, shape[1])]
     labels = np.zeros(shape[1:], np.uint32)
     count = 0
     n_classes = shape[0]
     for c in range(1, n_classes):
-        comp, n = ndi.label(classes == c, structure=structure)
-        if n:
-            nz = comp > 0
-            labels[nz] = comp[nz] + count
-            count += n
-        yield watch.event(c, n_classes - 1, stage="components", message=f"class {c}: {n} objects")
+        n_class = 0
+        for z0, z1 in runs:  # components never cross from one separate image into the next
+            comp, n = ndi.label(classes[z0:z1] == c, structure=structure)
+            if n:
+                nz = comp > 0
+                labels[z0:z1][nz] = comp[nz] + count
+                count += n
+                n_class += n
+        yield watch.event(c, n_classes - 1, stage="components", message=f"class {c}: {n_class} objects")
     sizes = label_sizes(labels, count + 1)
     lut = np.arange(count + 1, dtype=np.int64)
     if config.min_size > 1:
@@ -90,6 +96,24 @@ def semantic_job(probs: Any, config: SemanticConfig = SemanticConfig()) -> Job[n
         return classes
     lut, _ = consecutive_lut(lut, sizes)
     return apply_lut(labels, lut)
+
+
+#: adjacent sections continue each other when their foreground masks correlate this much more
+#: than with the next section turned or rolled (:func:`~.sections.sections_apart`). Ground-truth
+#: masks (VNC and FAFB mitochondria, VNC membranes, ISBI cells): 0.13-0.85 above chance between
+#: neighbours, at most 0.032 with the sections turned apart
+SEMANTIC_MARGIN = 0.07
+
+
+def _runs(classes: np.ndarray) -> list[tuple[int, int]]:
+    """``(z0, z1)`` runs of sections that continue each other (the whole stack unless it holds
+    separate images)."""
+    nz = int(classes.shape[0])
+    win = centre(tuple(classes.shape[1:]))
+    apart = sections_apart(lambda z: (classes[(z, *win)] > 0).astype(np.float32), nz, min(classes.shape[1:]),
+                           SEMANTIC_MARGIN)
+    cuts = [0, *[z + 1 for z in apart], nz]
+    return [(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
 
 
 def segment_semantic(probs: Any, config: SemanticConfig = SemanticConfig()) -> np.ndarray:
