@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["sections_apart", "correlation", "MIN_SIDE", "MAX_SIDE"]
+__all__ = ["sections_apart", "correlation", "centre", "MIN_SIDE", "MAX_SIDE"]
 
 #: sections smaller than this along y or x are too small to judge: they count as continuing
 MIN_SIDE = 96
