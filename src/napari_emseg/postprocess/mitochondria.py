@@ -48,6 +48,7 @@ from ..progress import Job, Progress, Stopwatch, drain
 from .cleanup import SmallMode, face_contacts, remove_small_objects
 from .maps import check_map, map_scale, native_threshold, read_channel
 from .memory import check_memory
+from .sections import chance_placements
 
 __all__ = ["MitoConfig", "mitochondria_job", "segment_mitochondria", "bcd_watershed", "link_sections"]
 
@@ -155,21 +156,20 @@ def _pairings(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: floa
     return pairs
 
 
-def _joined_area(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: float) -> int:
-    """Voxels of the profiles :func:`_pairings` joins (both sections)."""
-    return int(sum(sizes[i] + sizes[j] for i, j in _pairings(a, b, sizes, min_overlap)))
+def _area(pairs: list[tuple[int, int]], sizes: np.ndarray) -> int:
+    """Voxels of the joined profiles (both sections)."""
+    return int(sum(sizes[i] + sizes[j] for i, j in pairs))
 
 
 def _chance(a: np.ndarray, b: np.ndarray, sizes: np.ndarray, min_overlap: float, enough: float) -> int:
     """Joined area by chance: the least over ``b`` turned by 180 degrees and rolled by half its
     height or width (three unrelated placements; one can coincide with the real one in a
     symmetric layout). Stops at the first placement joining at most ``enough`` voxels."""
-    ny, nx = b.shape
+    if enough < 0:  # even no chance joins at all would leave the pair below the margin
+        return 0
     least = None
-    for moved in (lambda: b[::-1, ::-1], lambda: np.roll(b, ny // 2, 0), lambda: np.roll(b, nx // 2, 1)):
-        if enough < 0:  # even no chance joins at all would leave the pair below the margin
-            return 0 if least is None else least
-        k = _joined_area(a, moved(), sizes, min_overlap)
+    for moved in chance_placements(b):
+        k = _area(_pairings(a, moved, sizes, min_overlap), sizes)
         least = k if least is None else min(least, k)
         if k <= enough:
             break
@@ -200,7 +200,7 @@ def link_sections(labels: np.ndarray, min_overlap: float = 0.5, margin: float = 
     for z in range(labels.shape[0] - 1):
         a, b = labels[z], labels[z + 1]
         joined = _pairings(a, b, sizes, min_overlap)
-        area = int(sum(sizes[i] + sizes[j] for i, j in joined))
+        area = _area(joined, sizes)
         total = int(np.count_nonzero(a)) + int(np.count_nonzero(b))
         na, nb = (len(np.unique(s)) - 1 + int(s.min() > 0) for s in (a, b))
         pairs.append(joined)

@@ -11,11 +11,11 @@ those, and less than ``sure`` outright, is apart.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["sections_apart", "correlation", "centre", "MIN_SIDE", "MAX_SIDE"]
+__all__ = ["sections_apart", "chance_placements", "correlation", "centre", "MIN_SIDE", "MAX_SIDE"]
 
 #: sections smaller than this along y or x are too small to judge: they count as continuing
 MIN_SIDE = 96
@@ -40,6 +40,15 @@ def centre(shape: tuple[int, int], skip: int = 0) -> tuple[slice, slice]:
     return slice(y0, y0 + hy), slice(x0, x0 + hx)
 
 
+def chance_placements(b: np.ndarray) -> Iterator[np.ndarray]:
+    """Section ``b`` turned by 180 degrees, then rolled by half its height, then by half its
+    width (made one at a time): where an unrelated image's structures would lie."""
+    ny, nx = b.shape
+    yield b[::-1, ::-1]
+    yield np.roll(b, ny // 2, 0)
+    yield np.roll(b, nx // 2, 1)
+
+
 def sections_apart(section: Callable[[int], np.ndarray], nz: int, side: int, margin: float,
                    sure: float = 0.5) -> list[int]:
     """``z`` of every pair ``(z, z + 1)`` of ``nz`` sections that do not continue each other.
@@ -56,9 +65,7 @@ def sections_apart(section: Callable[[int], np.ndarray], nz: int, side: int, mar
         real = correlation(cur, nxt)
         if real >= sure:
             continue
-        ny, nx = nxt.shape
-        chance = max(correlation(cur, nxt[::-1, ::-1]), correlation(cur, np.roll(nxt, ny // 2, 0)),
-                     correlation(cur, np.roll(nxt, nx // 2, 1)))
+        chance = max(correlation(cur, moved) for moved in chance_placements(nxt))
         if real < chance + margin:
             apart.append(z)
     return apart
