@@ -135,6 +135,27 @@ def test_rgb_asks_for_a_channel(tmp_path):
     np.testing.assert_array_equal(open_volume(p, channel=1).data[0].compute(), VOL[0] // 2)
 
 
+def test_gray_stored_as_colour_is_read_as_gray(tmp_path):
+    """A gray micrograph saved as RGB or RGBA (equal colour channels, constant alpha) needs no
+    --channel; one differing pixel, or a varying alpha, makes it colour again."""
+    gray = np.stack([VOL[0]] * 3, -1)
+    for name, data in [("g.tif", gray), ("g.png", gray), ("ga.png", np.concatenate([gray, np.full_like(gray[..., :1], 255)], -1))]:
+        p = tmp_path / name
+        if name.endswith(".tif"):
+            tifffile.imwrite(p, data, photometric="rgb")
+        else:
+            iio.imwrite(p, data)
+        np.testing.assert_array_equal(open_volume(p).data.compute(), VOL[:1])
+    one_off = gray.copy()
+    one_off[3, 4, 2] ^= 1
+    alpha = np.concatenate([gray, np.zeros_like(gray[..., :1])], -1)
+    alpha[0, 0, 3] = 1
+    for name, data in [("c.png", one_off), ("ca.png", alpha)]:
+        iio.imwrite(tmp_path / name, data)
+        with pytest.raises(VolumeError, match="channels"):
+            open_volume(tmp_path / name)
+
+
 def test_4d_multichannel_asks_for_a_channel(tmp_path):
     p = tmp_path / "mc.npy"
     np.save(p, np.stack([VOL, VOL], 1))  # z, c, y, x

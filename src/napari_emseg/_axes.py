@@ -14,6 +14,10 @@ labels). Files do not always say which axis is which, and guessing wrong loses d
   one axis of length 2-4 of an array with four axes longer than 1. A 3- or 4-page TIFF that
   tifffile tagged RGB (``SYX``) or ImageJ channels (``CYX``) is three or four z-slices.
 
+A grayscale micrograph saved as colour (RGB or RGBA samples whose three colour channels are equal
+everywhere and whose alpha is constant: what many microscope programs and image editors write)
+is read as its gray channel without ``channel``; a real colour image still needs one.
+
 ``channel`` on data without a channel axis, or where it is not clear which axis holds the
 channels, is an error that says to name the axes.
 """
@@ -24,9 +28,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AXES_LETTERS", "parse_axes", "to_zyx"]
+__all__ = ["AXES_LETTERS", "parse_axes", "to_zyx", "gray_stored_as_colour"]
 
 AXES_LETTERS = "tczyx"
+
+GRAY_CHECK_BYTES = 2**31
+"""Largest colour array read through to check whether it is gray stored as colour (2 GiB)."""
 
 
 def _error(message: str) -> Exception:
@@ -67,12 +74,14 @@ def to_zyx(arr: Any, where: str, *, channel: int | None = None, axes: str | None
     return _auto(arr, where, channel, hint)
 
 
-def _take_channel(arr: Any, where: str, channel: int | None, axis: int, how: str) -> Any:
+def _take_channel(arr: Any, where: str, channel: int | None, axis: int, how: str, samples: bool = False) -> Any:
+    """Channel ``channel`` of ``axis``; without one, the only channel, or the gray of colour
+    ``samples`` (a file's interleaved samples per pixel) that hold a gray image."""
     import dask.array as da
 
     n = arr.shape[axis]
     if channel is None:
-        if n == 1:
+        if n == 1 or (samples and gray_stored_as_colour(arr, axis)):
             return da.take(arr, 0, axis=axis)
         raise _error(
             f"{where}: has {n} channels (shape {tuple(arr.shape)}, channel axis {axis}{how}); EM segmentation "
@@ -81,6 +90,25 @@ def _take_channel(arr: Any, where: str, channel: int | None, axis: int, how: str
     if not 0 <= channel < n:
         raise _error(f"{where}: channel {channel} out of range 0..{n - 1} (shape {tuple(arr.shape)}, channel axis {axis})")
     return da.take(arr, channel, axis=axis)
+
+
+def gray_stored_as_colour(arr: Any, axis: int = -1) -> bool:
+    """Whether ``arr``'s ``axis`` holds RGB or RGBA samples of a gray image: 3 or 4 samples, the
+    first three equal at every pixel, the fourth (alpha) the same everywhere. Reads the whole
+    array once (dask or numpy); ``False`` without reading for arrays over :data:`GRAY_CHECK_BYTES`.
+    """
+    import dask.array as da
+
+    n = arr.shape[axis]
+    if n not in (3, 4) or arr.nbytes > GRAY_CHECK_BYTES:
+        return False
+    arr = da.asarray(arr)
+    r, g, b = (da.take(arr, i, axis=axis) for i in range(3))
+    checks = [(r == g).all(), (r == b).all()]
+    if n == 4:
+        alpha = da.take(arr, 3, axis=axis)
+        checks += [alpha.min() == alpha.max()]
+    return bool(all(da.compute(*checks)))
 
 
 def _explicit(arr: Any, where: str, channel: int | None, axes: str) -> Any:
@@ -107,11 +135,11 @@ def _explicit(arr: Any, where: str, channel: int | None, axes: str) -> Any:
 def _auto(arr: Any, where: str, channel: int | None, hint: str | None) -> Any:
     shape = tuple(int(s) for s in arr.shape)
     long = [i for i, s in enumerate(shape) if s > 1]
-    ch_axis, how = None, ""
+    ch_axis, how, samples = None, "", False
     if hint and len(hint) == arr.ndim:
         tag = hint.upper()
         if tag.endswith("S") and shape[-1] > 1:
-            ch_axis, how = arr.ndim - 1, f", the file stores {shape[-1]} samples per pixel"
+            ch_axis, how, samples = arr.ndim - 1, f", the file stores {shape[-1]} samples per pixel", True
         else:
             for letter in "CS":
                 i = tag.find(letter)
@@ -122,7 +150,7 @@ def _auto(arr: Any, where: str, channel: int | None, hint: str | None) -> Any:
         if len(small) == 1:
             ch_axis, how = small[0], ""
     if ch_axis is not None:
-        arr = _take_channel(arr, where, channel, ch_axis, how)
+        arr = _take_channel(arr, where, channel, ch_axis, how, samples)
     elif channel == 0 and arr.ndim > 3 and 1 in shape:
         pass  # channel 0 of an axis of length 1 (a (1, Z, Y, X) map): dropped below, as without --channel
     elif channel is not None:

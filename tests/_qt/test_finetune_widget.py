@@ -97,6 +97,34 @@ def test_wrong_layer_choices_are_explained(make_napari_viewer, monkeypatch):
     assert layer.data.shape == (4, 16, 16)
 
 
+def test_gray_micrograph_stored_as_rgb_gets_a_gray_layer_colour_is_refused(make_napari_viewer, monkeypatch):
+    """napari opens a gray PNG/JPEG micrograph as RGB: the widgets work on a gray copy of it;
+    a real colour image is refused with a way out."""
+    from napari_emseg._qt import layers as ql
+    from napari_emseg._qt.finetune_widget import FineTuneWidget
+    from napari_emseg._qt.segment_widget import SegmentWidget
+
+    messages = []
+    monkeypatch.setattr("napari.utils.notifications.show_warning", messages.append)
+    viewer = make_napari_viewer()
+    gray = np.random.default_rng(0).integers(0, 255, (32, 40), dtype=np.uint8)
+    viewer.add_image(np.stack([gray] * 3, -1), name="tem", rgb=True, scale=(5.0, 5.0))
+    w = FineTuneWidget(viewer)
+    w.image_combo.value = viewer.layers["tem"]
+    layer = w.create_labels_layer()
+    assert layer.data.shape == (1, 32, 40)  # painted on the image, not on its colour samples
+    copy = viewer.layers["tem (gray)"]
+    assert not copy.rgb and copy.data.shape == (32, 40) and (copy.data == gray).all()
+    assert tuple(copy.scale) == (5.0, 5.0) and w.image_combo.value is copy
+    assert ql.grayscale_layer(viewer, viewer.layers["tem"]) is copy  # added once
+    colour = np.stack([gray, gray // 2, gray], -1)
+    viewer.add_image(colour, name="stained", rgb=True)
+    s = SegmentWidget(viewer)
+    s.image_combo.value = viewer.layers["stained"]
+    assert s.start() is None and "channels differ" in messages[-1] and "Split RGB" in messages[-1]
+    assert "stained (gray)" not in viewer.layers
+
+
 def test_live_mode_follows_paint_and_view_never_blocks_and_stop_saves(viewer_with_sample, finetune_widget, qtbot,
                                                                        tiny_em):
     import time

@@ -30,7 +30,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import JobRunner
 from .device_choice import DeviceChoice
-from .layers import layer_voxel_size
+from .layers import chosen_grayscale, layer_voxel_size
 from .plots import LossCurve
 from .session import session_for
 from .suggest_panel import SuggestPanel
@@ -149,9 +149,11 @@ class FineTuneWidget(QWidget):
 
     def create_labels_layer(self) -> Labels | None:
         """A new Labels layer of the image's shape and scale, selected for painting."""
-        image = self.image_combo.value
-        if image is None:
+        if self.image_combo.value is None:
             show_warning("napari-emseg: add or open an image first")
+            return None
+        image = chosen_grayscale(self.viewer, self.image_combo)
+        if image is None:
             return None
         shape = tuple(image.data.shape[-3:]) if image.ndim >= 3 else (1, *image.data.shape)
         layer = self.viewer.add_labels(np.zeros(shape, np.uint32), name=f"paint {self.task.currentText()}",
@@ -190,7 +192,10 @@ class FineTuneWidget(QWidget):
         if image is None or labels is None:
             show_warning("napari-emseg: choose an image layer and a Labels layer (New labels layer makes one)")
             return None
-        if image.rgb or image.ndim not in (2, 3):
+        image = chosen_grayscale(self.viewer, self.image_combo)
+        if image is None:
+            return None
+        if image.ndim not in (2, 3):
             show_warning(f"napari-emseg: '{image.name}' is not a grayscale 2D/3D image")
             return None
         if tuple(labels.data.shape) != tuple(image.data.shape):

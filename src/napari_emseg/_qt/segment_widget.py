@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from ._jobs import JobRunner
 from .device_choice import DeviceChoice
-from .layers import layer_voxel_size
+from .layers import chosen_grayscale, layer_voxel_size
 from .measure_panel import MeasurePanel
 from .proofread_panel import ProofreadPanel
 from .segment_settings import SegmentSettings
@@ -211,11 +211,13 @@ class SegmentWidget(QWidget):
         from ..presets import preset_model_path
         from ..workflows import segment_job
 
-        image = self.image_combo.value
-        if image is None:
+        if self.image_combo.value is None:
             show_warning("napari-emseg: choose an image layer to segment")
             return None
-        if image.rgb or image.ndim not in (2, 3):
+        image = chosen_grayscale(self.viewer, self.image_combo)
+        if image is None:
+            return None
+        if image.ndim not in (2, 3):
             show_warning(f"napari-emseg: '{image.name}' is not a grayscale 2D/3D image")
             return None
         base = None
