@@ -139,13 +139,15 @@ def test_gray_stored_as_colour_is_read_as_gray(tmp_path):
     """A gray micrograph saved as RGB or RGBA (equal colour channels, constant alpha) needs no
     --channel; one differing pixel, or a varying alpha, makes it colour again."""
     gray = np.stack([VOL[0]] * 3, -1)
-    for name, data in [("g.tif", gray), ("g.png", gray), ("ga.png", np.concatenate([gray, np.full_like(gray[..., :1], 255)], -1))]:
+    for name, data in [("g.tif", gray), ("g.png", gray), ("g.bmp", gray), ("ga.png", np.concatenate([gray, np.full_like(gray[..., :1], 255)], -1))]:
         p = tmp_path / name
         if name.endswith(".tif"):
             tifffile.imwrite(p, data, photometric="rgb")
         else:
             iio.imwrite(p, data)
         np.testing.assert_array_equal(open_volume(p).data.compute(), VOL[:1])
+    iio.imwrite(tmp_path / "g.jpg", gray, quality=90)  # lossy, but gray stays gray
+    assert open_volume(tmp_path / "g.jpg").data.shape == (1, *VOL.shape[1:])
     one_off = gray.copy()
     one_off[3, 4, 2] ^= 1
     alpha = np.concatenate([gray, np.zeros_like(gray[..., :1])], -1)

@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 LayerData = tuple[Any, dict[str, Any], str]
 _SUFFIXES = {".zarr", ".n5", ".h5", ".hdf5", ".hdf", ".tif", ".tiff", ".npy"}
-_SLICES = {".tif", ".tiff", ".png"}
+_SLICES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
 _ZARR_META = (".zarray", ".zgroup", "zarr.json")
 _MAX_DEPTH = 3
 

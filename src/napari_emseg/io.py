@@ -44,7 +44,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_VOXEL_SIZE: tuple[float, float, float] = (1.0, 1.0, 1.0)
 """Used when a file says nothing about its voxel size (reported in :attr:`Volume.voxel_size_known`)."""
 
-_SLICE_SUFFIXES = {".tif", ".tiff", ".png"}
+_PLAIN_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
+"""Single 2D images read whole (imageio); also the slices of a folder, as TIFFs."""
+_SLICE_SUFFIXES = {".tif", ".tiff", *_PLAIN_IMAGE_SUFFIXES}
 _H5_SUFFIXES = {".h5", ".hdf5", ".hdf"}
 
 
@@ -128,20 +130,20 @@ def open_volume(
             )
             if not files:
                 raise VolumeError(
-                    f"{text}: folder holds no .tif/.tiff/.png slices and is not a zarr/N5 container"
+                    f"{text}: folder holds no {'/'.join(sorted(_SLICE_SUFFIXES))} slices and is not a zarr/N5 container"
                 )
             stack = SliceStack([str(f) for f in files])
             arr = da.from_array(stack, chunks=(1, *stack.shape[1:]), name=f"slices-{uuid.uuid4().hex}")
-            found_vs = tiff_voxel_size(str(files[0])) if files[0].suffix.lower() != ".png" else None
+            found_vs = tiff_voxel_size(str(files[0])) if files[0].suffix.lower() in {".tif", ".tiff"} else None
             axes_hint = stack.axes
         elif suffix in {".tif", ".tiff"}:
             stack = SliceStack.from_tiff(str(p))
             arr = da.from_array(stack, chunks=stack.chunks, name=f"tiff-{uuid.uuid4().hex}")
             found_vs = tiff_voxel_size(str(p))
             axes_hint = stack.axes
-        elif suffix == ".png":
+        elif suffix in _PLAIN_IMAGE_SUFFIXES:
             stack = SliceStack([str(p)])
-            arr = da.from_array(stack, chunks=stack.shape, name=f"png-{uuid.uuid4().hex}")
+            arr = da.from_array(stack, chunks=stack.shape, name=f"image-{uuid.uuid4().hex}")
             axes_hint = stack.axes
         elif suffix == ".npy":
             mm = np.load(str(p), mmap_mode="r", allow_pickle=False)
