@@ -28,6 +28,10 @@ def grayscale_layer(viewer: Any, image: Any) -> Any | None:
     name = f"{image.name} (gray)"
     if name in viewer.layers:
         return viewer.layers[name]
+    if getattr(image, "multiscale", False):
+        show_warning(f"napari-emseg: '{image.name}' is a multiscale colour image; convert it to one grayscale "
+                     "channel first (napari-emseg segment --channel N reads one channel of a file)")
+        return None
     if not gray_stored_as_colour(image.data, axis=-1):
         show_warning(f"napari-emseg: '{image.name}' is a colour image whose channels differ; EM segmentation "
                      "needs one grayscale channel: split its channels (right-click the layer > Split RGB) and choose one")

@@ -263,7 +263,7 @@ def fine_tune(
     kind = target_kind(cfg, ann)
     image_voxel_size = voxel_size
     plan = voxel_plan(encoder, voxel_size, cfg, ann)
-    layout = detect_layout(image, plan.target_voxel_size or voxel_size, cfg.dims)
+    layout = detect_layout(image, plan.target_voxel_size or voxel_size, cfg.dims, task=cfg.task)
     logger.info("data layout: %s", layout.reason)
     plan = working_plan(plan, ann, kind=kind, dims=layout.dims, tolerance=cfg.voxel_match.tolerance,
                         object_px=cfg.object_px if cfg.voxel_match.enabled else None, image_voxel_size=voxel_size)

@@ -128,7 +128,7 @@ def live_fine_tune(
     kind = "boundaries" if cfg.task == "neurons" and cfg.target == "auto" else target_kind(cfg, ann)
     plan = voxel_plan(encoder, voxel_size, cfg, ann)
     train_vs = (plan.target_voxel_size if plan.unit == "nm" else None) or voxel_size
-    layout = detect_layout(image, train_vs, cfg.dims)
+    layout = detect_layout(image, train_vs, cfg.dims, task=cfg.task)
     if isinstance(encoder, str) and encoder == AUTO:
         encoder = default_encoder(layout.dims, cfg.task)
     with torch.random.fork_rng(devices=[]):
