@@ -5,7 +5,9 @@ stack at varied angles (a power diagram of moving seeds, with a smooth domain wa
 curve), separated by dark membranes; some neurites hold dark, elongated, textured mitochondria
 (double outer membrane, cristae); cytoplasm is light grey with vesicle-like specks; z is coarser
 than x/y; the image is blurred, unevenly lit, varies in contrast from section to section and
-carries noise. Every random choice comes from one seeded generator, so the same arguments give
+carries noise. With near-isotropic voxels (z under :data:`ISOTROPIC` times y/x) it imitates
+FIB-SEM instead: membranes, mitochondrion membranes, cristae, texture, vesicles and blur are
+3D, so the xz and yz planes look like the xy planes, and slices vary little in contrast. Every random choice comes from one seeded generator, so the same arguments give
 the same volume, bit for bit.
 
 >>> em = make_synthetic_em(shape=(8, 64, 64), seed=0)
@@ -21,6 +23,9 @@ import numpy as np
 from scipy import ndimage as ndi
 
 __all__ = ["SyntheticEM", "make_synthetic_em"]
+
+#: z voxel size under this many times the in-plane one: rendered as an isotropic volume
+ISOTROPIC = 1.5
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,12 @@ def make_synthetic_em(
         neurons[z] = _power_diagram_slice(tubes, z, yy + warp[0, z], xx + warp[1, z])
     neurons = _connected_ids(neurons)
 
-    membranes, dist = _membranes(neurons, max(1.0, membrane_nm / px))
-    mito = _place_mitochondria(rng, neurons, dist, tubes, spacing, vz / px, mito_fraction)
-    raw = _render(rng, neurons, membranes, mito, dist, noise=noise, blur_px=blur_px, spacing=spacing)
+    aniso = vz / px
+    iso = aniso < ISOTROPIC
+    membranes, dist = _membranes(neurons, max(1.0, membrane_nm / px), aniso if iso else None)
+    mito = _place_mitochondria(rng, neurons, dist, tubes, spacing, aniso, mito_fraction)
+    raw = _render(rng, neurons, membranes, mito, dist, noise=noise, blur_px=blur_px, spacing=spacing,
+                  aniso=aniso if iso else None)
     return SyntheticEM(raw, neurons, mito, membranes, (vz, vy, vx))
 
 
@@ -195,11 +203,17 @@ def _connected_ids(labels: np.ndarray) -> np.ndarray:
     return label(labels, background=0, connectivity=1).astype(np.uint32)
 
 
-def _membranes(neurons: np.ndarray, thickness: float) -> tuple[np.ndarray, np.ndarray]:
-    """In-plane membranes of the given thickness and the distance (px) to the nearest boundary."""
+def _membranes(neurons: np.ndarray, thickness: float, aniso: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Membranes of the given thickness and the distance (px) to the nearest boundary: in-plane
+    (sections), or in 3D when ``aniso`` (z over in-plane voxel size) is given (isotropic volumes)."""
     boundary = np.zeros(neurons.shape, bool)
     boundary[:, 1:, :] |= neurons[:, 1:, :] != neurons[:, :-1, :]
     boundary[:, :, 1:] |= neurons[:, :, 1:] != neurons[:, :, :-1]
+    if aniso is not None:
+        boundary[1:] |= neurons[1:] != neurons[:-1]
+        dist = ndi.distance_transform_edt(~boundary, sampling=(aniso, 1.0, 1.0)).astype(np.float32) \
+            if boundary.any() else np.full(neurons.shape, 1e3, np.float32)
+        return dist < thickness / 2.0 + 0.5, dist
     dist = np.empty(neurons.shape, np.float32)
     for z in range(neurons.shape[0]):
         dist[z] = ndi.distance_transform_edt(~boundary[z]) if boundary[z].any() else 1e3
@@ -277,25 +291,37 @@ def _place_mitochondria(rng, neurons, dist, tubes: _Tubes, spacing, aniso, fract
     return mito
 
 
-def _render(rng, neurons, membranes, mito, dist, *, noise, blur_px, spacing) -> np.ndarray:
+def _render(rng, neurons, membranes, mito, dist, *, noise, blur_px, spacing, aniso=None) -> np.ndarray:
+    """The EM image: section by section, or (``aniso`` given) as an isotropic volume whose xz
+    and yz planes look like its xy planes (3D texture, mitochondrion membranes and blur)."""
     nz, ny, nx = neurons.shape
+    iso = aniso is not None
     img = np.empty(neurons.shape, np.float32)
     cell_tone = rng.normal(0.0, 0.04, int(neurons.max()) + 1).astype(np.float32)
-    blotch = _smooth_noise(rng, (nz, ny, nx), scale=(0.7, 4.0, 4.0))
-    grain = _smooth_noise(rng, (nz, ny, nx), scale=(0.5, 1.0, 1.0))
-    vesicles = rng.random(neurons.shape, dtype=np.float32) < 0.0035
-    disk = np.zeros((1, 5, 5), bool)
-    disk[0] = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2.1
+    blotch = _smooth_noise(rng, (nz, ny, nx), scale=(4.0 / aniso, 4.0, 4.0) if iso else (0.7, 4.0, 4.0))
+    grain = _smooth_noise(rng, (nz, ny, nx), scale=(1.0 / aniso, 1.0, 1.0) if iso else (0.5, 1.0, 1.0))
+    vesicles = rng.random(neurons.shape, dtype=np.float32) < (0.0035 / 5 if iso else 0.0035)
+    if iso:  # vesicles are balls
+        r = int(np.ceil(2.1 / aniso))
+        zz, yv, xv = np.mgrid[-r:r + 1, -2:3, -2:3]
+        disk = np.sqrt((zz * aniso) ** 2 + yv**2 + xv**2) <= 2.1
+    else:
+        disk = np.zeros((1, 5, 5), bool)
+        disk[0] = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2.1
     vesicles = ndi.binary_dilation(vesicles, structure=disk)
+    d_in3 = ndi.distance_transform_edt(mito > 0, sampling=(aniso, 1.0, 1.0)).astype(np.float32) if iso else None
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float32)
     for z in range(nz):
         m = mito[z] > 0
         img[z] = 0.70 + cell_tone[neurons[z]] + 0.05 * blotch[z] + 0.03 * grain[z]
         img[z][vesicles[z] & ~m] -= 0.2
         if m.any():
-            d_in = ndi.distance_transform_edt(m)
+            d_in = d_in3[z] if iso else ndi.distance_transform_edt(m)
             ang = (mito[z].astype(np.float32) * 1.7) % np.pi  # one cristae direction per mito
             proj = yy * np.cos(ang) + xx * np.sin(ang) + 2.5 * blotch[z]
+            if iso:  # cristae are sheets tilted out of the plane too
+                tilt = (mito[z].astype(np.float32) * 0.9) % 1.2 - 0.6
+                proj = proj + z * aniso * tilt
             cristae = (0.5 + 0.5 * np.sin(proj * 2 * np.pi / 7.0)) ** 3
             body = 0.44 - 0.16 * cristae + 0.03 * grain[z]
             img[z][m] = body[m]
@@ -305,11 +331,12 @@ def _render(rng, neurons, membranes, mito, dist, *, noise, blur_px, spacing) -> 
         img[z] -= 0.22 * shoulder * (~m)
         img[z][membranes[z]] = np.minimum(img[z][membranes[z]], 0.2 + 0.03 * grain[z][membranes[z]])
     # imaging: blur, uneven illumination, section-to-section contrast jitter, noise
-    img = ndi.gaussian_filter(img, sigma=(0, blur_px, blur_px))
+    img = ndi.gaussian_filter(img, sigma=(blur_px / aniso if iso else 0, blur_px, blur_px))
     light = _smooth_noise(rng, (nz, ny, nx), scale=(max(2.0, nz / 3), ny / 3.0, nx / 3.0))
     img *= 1.0 + 0.12 * light
-    gain = rng.normal(1.0, 0.04, (nz, 1, 1)).astype(np.float32)
-    offset = rng.normal(0.0, 0.025, (nz, 1, 1)).astype(np.float32)
+    jitter = 0.25 if iso else 1.0  # FIB-SEM slices vary far less than cut sections
+    gain = rng.normal(1.0, 0.04 * jitter, (nz, 1, 1)).astype(np.float32)
+    offset = rng.normal(0.0, 0.025 * jitter, (nz, 1, 1)).astype(np.float32)
     img = img * gain + offset
     img += rng.normal(0.0, noise, img.shape).astype(np.float32)
     return np.clip(img * 255.0, 0, 255).astype(np.uint8)
