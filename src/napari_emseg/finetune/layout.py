@@ -18,8 +18,8 @@ Mitochondria are the exception: in a near-isotropic volume they still get a 2D n
 3D network learns only from the painted planes inside each cube it sees, and starts from a
 self-supervised encoder that has never seen a mitochondrion; the 2D network learns from every
 painted pixel and continues the bundled mitochondria model. Measured (docs/benchmarks.md, "A
-near-isotropic volume"): 3 painted slices, 10 CPU-minutes, the 3D network reached AP50 0.51
-where the 2D one reached 0.85.
+near-isotropic volume"): 3 painted slices, 10 CPU-minutes, the 3D network reached AP50
+0.51-0.68 on two synthetic stand-ins where the 2D one reached 0.84-0.85.
 
 The result, with the figures behind it, is recorded in the fine-tuned model's card.
 """
