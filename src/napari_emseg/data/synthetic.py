@@ -7,8 +7,9 @@ curve), separated by dark membranes; some neurites hold dark, elongated, texture
 than x/y; the image is blurred, unevenly lit, varies in contrast from section to section and
 carries noise. With near-isotropic voxels (z under :data:`ISOTROPIC` times y/x) it imitates
 FIB-SEM instead: membranes, mitochondrion membranes, cristae, texture, vesicles and blur are
-3D, so the xz and yz planes look like the xy planes, and slices vary little in contrast. Every random choice comes from one seeded generator, so the same arguments give
-the same volume, bit for bit.
+3D, so the xz and yz planes look like the xy planes, and slices vary little in contrast.
+Every random choice comes from one seeded generator, so the same arguments give the same
+volume, bit for bit.
 
 >>> em = make_synthetic_em(shape=(8, 64, 64), seed=0)
 >>> em.raw.dtype, em.raw.shape, int(em.neurons.max()) > 3
