@@ -23,13 +23,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .io import _SLICE_SUFFIXES as _SLICES  # the slice files open_volume reads from a folder
 from .io import VolumeError, open_volume, split_uri
 
 logger = logging.getLogger(__name__)
 
 LayerData = tuple[Any, dict[str, Any], str]
 _SUFFIXES = {".zarr", ".n5", ".h5", ".hdf5", ".hdf", ".tif", ".tiff", ".npy"}
-_SLICES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp"}
 _ZARR_META = (".zarray", ".zgroup", "zarr.json")
 _MAX_DEPTH = 3
 
