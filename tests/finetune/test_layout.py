@@ -170,6 +170,7 @@ def test_isotropic_mitochondria_from_painted_slices_train_a_2d_network_predicted
     card = load_checkpoint(res.checkpoint, tensors=False).card
     assert (card["layout"]["dims"], card["layout"]["kind"]) == (2, "volume") and res.model.info.spatial_dims == 2
     assert card["annotated"]["slices"] == zs and card["annotated"]["held_out"] == []
+    assert card["layout"]["cross_planes"]  # it also learnt xz and yz planes, which ortho inference meets
     assert card["postprocess"]["config"]["mode"] == "3d"  # objects run through the volume
     assert resolve_mode(res.model.info, InferenceConfig(), voxel_size=em.voxel_size, shape=em.raw.shape) == "ortho"
     seg = drain(segment_job(str(res.checkpoint), em.raw, SegmentConfig(), voxel_size=em.voxel_size,

@@ -9,7 +9,7 @@ fine-tune sees the same data as an uninterrupted one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -39,7 +39,9 @@ class AnnotatedPatches:
     spatial_dims
         2 gives ``(B, C, Y, X)`` tensors, 3 gives ``(B, C, Z, Y, X)``.
     permute_planes
-        Also show the painted plane along the other axes (near-isotropic data).
+        Also show the painted plane along the other axes (near-isotropic data): a 3D network's
+        cubic patches are transposed; a 2D network gets a third of its patches as planes cut
+        across the painted z-slices (xz or yz; see :meth:`cross_sample`).
     target_kwargs
         Passed to the target builder (offsets, n_classes, ...).
     """
@@ -76,6 +78,9 @@ class AnnotatedPatches:
         if ann.mode == "scribbles":
             objects &= ann.labels != ann.background_label
         self.object_centres = _subsample(np.argwhere(objects), seed)
+        self.cross = None
+        if permute_planes and spatial_dims == 2 and self.patch[1] == self.patch[2] and kind != "affinities":
+            self.cross = CrossPlanes.build(ann, kind, self.target_kwargs)
 
     def __call__(self, start_step: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         """Batches for steps ``start_step, start_step + 1, ...`` (the trainer's resumable form)."""
@@ -98,6 +103,8 @@ class AnnotatedPatches:
             pool = self.object_centres if len(self.object_centres) and rng.random() < 0.5 else self.centres
             centre = pool[rng.integers(len(pool))]
             jitter = True
+            if self.cross is not None and rng.random() < CROSS_FRACTION:
+                return self.cross_sample(rng, centre)
         else:
             jitter = False
         start = np.asarray(centre)
@@ -117,6 +124,45 @@ class AnnotatedPatches:
             x, t, m = x[:, 0], t[:, 0], m[:, 0]
         return {"image": x, "target": t.astype(np.float32), "mask": m.astype(np.float32)}
 
+    def cross_sample(self, rng: np.random.Generator, centre: np.ndarray) -> dict[str, np.ndarray]:
+        """A plane cut across the painted z-slices through ``centre``: xz (at the centre's y) or
+        yz, ``patch[1]`` voxels along z, rows reflected at the crop's edges.
+
+        It is labelled along the rows where it crosses a painted slice, with the targets of that
+        slice (contours and distances are shapes in the painted plane, so they are computed there,
+        not along the row). Its mask weighs as much as a painted patch in all (at most
+        :data:`CROSS_WEIGHT_CAP` a voxel), so the few rows teach as much as one patch does.
+        """
+        cross, (n_rows, n_cols) = self.cross, self.patch[1:]
+        keep = 1 if rng.random() < 0.5 else 2  # the axis the plane is cut at: y gives xz, x gives yz
+        free = 3 - keep
+        jit = [int(rng.integers(-(n // 4), n // 4 + 1)) for n in (n_rows, n_cols)]
+        rows, rows_in = _reflect(np.arange(n_rows) + int(centre[0]) - n_rows // 2 + jit[0], self.image.shape[0])
+        cols, cols_in = _reflect(np.arange(n_cols) + int(centre[free]) - n_cols // 2 + jit[1], self.image.shape[free])
+        at = int(centre[keep])
+        img = self.image[rows[:, None], at, cols] if keep == 1 else self.image[rows[:, None], cols, at]
+        k = cross.row_of[rows]
+        known = (k >= 0) & rows_in
+        c = cross.target.shape[0]
+        target, mask = np.zeros((c, n_rows, n_cols), np.float32), np.zeros((c, n_rows, n_cols), np.float32)
+        if known.any():
+            def line(a: np.ndarray) -> np.ndarray:  # (C, rows, cols) of the painted slices' targets
+                a = a[:, k[known]]
+                return (a[:, :, at, :] if keep == 1 else a[:, :, :, at])[:, :, cols]
+
+            target[:, known] = line(cross.target)
+            mask[:, known] = line(cross.mask) * cols_in
+            mask *= min(CROSS_WEIGHT_CAP, n_rows * n_cols / max(float(mask[0].sum()), 1.0))
+        img = img.astype(np.float32)
+        if self.augmentation is not None:  # the plane and each channel as one-section volumes, alike
+            ints = self.kind == "semantic"  # class ids: nearest neighbour
+            chans = [(t.astype(np.int64) if ints else t)[None] for t in target] + [m[None] for m in mask]
+            img3, out = augment(img[None], chans, rng, self.augmentation)
+            img = img3[0]
+            target = np.stack([a[0] for a in out[:c]]).astype(np.float32)
+            mask = np.stack([a[0] for a in out[c:]]).astype(np.float32)
+        return {"image": img[None], "target": target, "mask": mask}
+
     def targets(self, labels: np.ndarray, mask: np.ndarray) -> Targets:
         """Targets for a (transformed) patch: the painted axis is re-read from the mask."""
         patch_ann = replace(self.ann, labels=labels, mask=mask, axis=painted_axis(mask, self.ann.axis))
@@ -125,6 +171,47 @@ class AnnotatedPatches:
             zeros = np.zeros((n, *labels.shape), np.float32)
             return Targets(zeros, zeros.copy(), self.kind, self.channel_names)
         return build_targets(patch_ann, self.kind, lenient=True, **self.target_kwargs)
+
+
+#: the share of a 2D network's patches cut across the painted slices (``permute_planes``)
+CROSS_FRACTION = 1 / 3
+#: the largest weight a labelled voxel of a cross plane gets (a plane crossing one painted slice
+#: has one labelled row: 192 voxels against a painted patch's 192 x 192)
+CROSS_WEIGHT_CAP = 32.0
+
+
+@dataclass(frozen=True)
+class CrossPlanes:
+    """The targets of each painted z-slice, for planes cut across them: ``target`` and ``mask``
+    ``(C, n, Y, X)`` for the ``n`` slices that hold annotations; ``row_of[z]`` is a slice's
+    index there, -1 for the others."""
+
+    target: np.ndarray
+    mask: np.ndarray
+    row_of: np.ndarray
+
+    @classmethod
+    def build(cls, ann: Annotations, kind: TargetKind, target_kwargs: dict) -> CrossPlanes | None:
+        zs = np.flatnonzero(ann.mask.any(axis=(1, 2)))
+        if ann.axis not in (0, None) or not len(zs) or len(zs) > MAX_CROSS_SLICES:
+            return None
+        parts = [build_targets(replace(ann, labels=ann.labels[z:z + 1], mask=ann.mask[z:z + 1], axis=0),
+                               kind, lenient=True, **target_kwargs) for z in zs]
+        row_of = np.full(ann.labels.shape[0], -1, np.int64)
+        row_of[zs] = np.arange(len(zs))
+        return cls(np.concatenate([p.target for p in parts], 1), np.concatenate([p.mask for p in parts], 1), row_of)
+
+
+#: more painted z-slices than this (scribbles through a volume) and no cross planes are cut
+MAX_CROSS_SLICES = 64
+
+
+def _reflect(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``index`` mirrored into ``[0, n)`` (edge voxels repeated), and where it was inside."""
+    inside = (index >= 0) & (index < n)
+    period = 2 * n
+    m = np.mod(index, period)
+    return np.where(m < n, m, period - 1 - m), inside
 
 
 def _subsample(coords: np.ndarray, seed: int, limit: int = 500_000) -> np.ndarray:

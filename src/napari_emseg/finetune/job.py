@@ -43,6 +43,7 @@ from .recipe import (
     STEPS_3D,
     UNTIL_TIME_LIMIT,
     batch_size,
+    crop_context,
     encoder_name,
     patch_shape,
     permute_planes,
@@ -281,7 +282,9 @@ def fine_tune(
     pretrained = report is not None
     continued = bool(report and report.get("continued"))
     patch = patch_shape(cfg, model, ann, layout)
-    context = tuple(p // 2 for p in patch)
+    permute = permute_planes(cfg, voxel_size, layout, patch, resampled=plan.resample)
+    cross = permute and model.info.spatial_dims == 2  # planes cut across the painted slices need z-context
+    context = crop_context(patch, cross=cross, box=ann.box, shape=tuple(image.shape))
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,
                            background_label=cfg.background_label, axis=cfg.axis, context=context)
     lo, hi = intensity_range(image, model.info.norm)
@@ -294,7 +297,6 @@ def fine_tune(
     img = normalize(crop, lo, hi, model.info.norm.invert)
     train_ann, val_ann = split_holdout(ann, cfg.holdout and len(ann.slices) >= cfg.holdout_min_slices)
     kwargs = target_kwargs(kind, model)
-    permute = permute_planes(cfg, voxel_size, layout, patch)
     validate = holdout_validator(img, val_ann, kind, patch, model, kwargs) if val_ann is not None else None
     if validate is None:  # nothing to score: every painted slice trains
         train_ann, val_ann = ann, None
@@ -341,7 +343,8 @@ def fine_tune(
         "final_loss": result.metrics.get("loss"), "best_val_loss": result.best_metric,
         "wall_time_s": round(elapsed, 1),
         "transplant": report,
-        "layout": {**layout.to_dict(), "arch": model.config.arch, "spatial_dims": model.info.spatial_dims},
+        "layout": {**layout.to_dict(), "arch": model.config.arch, "spatial_dims": model.info.spatial_dims,
+                   "permute_planes": permute, "cross_planes": data.cross is not None},
         "intensity_range": [lo, hi],
         "voxel_size": list(voxel_size) if voxel_size is not None else None,
         "voxel_size_match": plan.to_dict(),

@@ -24,6 +24,7 @@ from ..data.normalize import normalize
 from .annotations import AnnotationError, Annotations, find_annotations
 from .dataset import AnnotatedPatches
 from .holdout import holdout_validator
+from .recipe import crop_context
 
 __all__ = ["LiveConfig", "ViewSource", "LiveFeed", "predict_window"]
 
@@ -147,7 +148,8 @@ class LiveFeed:
         self.get_labels = labels if callable(labels) else (lambda: labels)
         self.lo, self.hi, self.model = lo, hi, model
         self.target_kwargs, self.batch_size, self.permute, self.resample = target_kwargs, batch_size, permute, resample
-        self.context = tuple(p // 2 for p in patch)
+        self.context = crop_context(patch, cross=permute and model.info.spatial_dims == 2,
+                                    shape=tuple(image.shape))
         self.current: Snapshot | None = None
         self.problem = ""
         self.version = 0

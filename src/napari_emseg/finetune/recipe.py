@@ -14,8 +14,8 @@ from torch import nn
 
 from .annotations import AnnotationError
 
-__all__ = ["target_kind", "target_kwargs", "patch_shape", "is_isotropic", "permute_planes", "batch_size", "encoder_name",
-           "PATCH_2D", "BATCH_2D", "BATCH_3D", "PATCH_ISO", "STEPS_2D", "STEPS_3D", "UNTIL_TIME_LIMIT"]
+__all__ = ["target_kind", "target_kwargs", "patch_shape", "is_isotropic", "permute_planes", "crop_context", "batch_size",
+           "encoder_name", "PATCH_2D", "BATCH_2D", "BATCH_3D", "PATCH_ISO", "STEPS_2D", "STEPS_3D", "UNTIL_TIME_LIMIT"]
 
 
 def target_kind(cfg: Any, ann: Any) -> str:
@@ -73,11 +73,42 @@ def is_isotropic(voxel_size: Any) -> bool:
     return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
 
 
-def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...]) -> bool:
+def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...], *, resampled: bool = False) -> bool:
     """Show the painted plane along y and x too: ``cfg.permute_planes`` ``"on"``, or ``"auto"``
-    on near-isotropic data (voxel size, or the layout when it is unknown) with a cubic patch."""
+    on near-isotropic data (voxel size, or the layout when it is unknown).
+
+    A 3D network's cubic patches are transposed; a 2D network also trains on planes cut across
+    the painted slices (xz and yz, labelled along the rows where they cross them), so that
+    ortho-plane inference meets planes it has seen. ``resampled`` (the crop zoomed in-plane
+    only, which makes its voxels anisotropic) turns the 2D form off.
+    """
+    if cfg.permute_planes != "auto":
+        return cfg.permute_planes == "on"
     near_isotropic = is_isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
-    return cfg.permute_planes == "on" or (cfg.permute_planes == "auto" and near_isotropic and len(set(patch)) == 1)
+    cube = len(set(patch)) == 1
+    planes = patch[0] == 1 and patch[1] == patch[2] and not resampled
+    return near_isotropic and (cube or planes)
+
+
+#: the most voxels a 2D network's training crop may grow to for the z-context of cross planes
+CROSS_CONTEXT_VOXELS = 2**28
+
+
+def crop_context(patch: tuple[int, ...], *, cross: bool, box: tuple[slice, ...] | None = None,
+                 shape: tuple[int, ...] | None = None) -> tuple[int, int, int]:
+    """Voxels of image kept around the painted box: half a patch on each side; for a 2D network
+    that trains on cross planes also half a patch along z, as far as :data:`CROSS_CONTEXT_VOXELS`
+    allows (the planes reflect at the crop's edge where it is thinner)."""
+    context = [p // 2 for p in patch]
+    if cross:
+        cz = patch[1] // 2
+        if shape is not None:  # the painted box, or one whole slice when it is not known yet
+            box = box or (slice(0, 1), slice(0, shape[1]), slice(0, shape[2]))
+            side = [min(n, (b.stop - b.start) + 2 * c) for b, c, n in zip(box, context, shape)]
+            plane = side[1] * side[2]
+            cz = max(0, min(cz, (CROSS_CONTEXT_VOXELS // max(plane, 1) - side[0]) // 2))
+        context[0] = cz
+    return tuple(context)  # type: ignore[return-value]
 
 
 def batch_size(cfg: Any, model: nn.Module) -> int:

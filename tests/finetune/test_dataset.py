@@ -1,0 +1,63 @@
+"""Training patches: planes cut across the painted slices for 2D networks on near-isotropic data."""
+
+import numpy as np
+import pytest
+
+from napari_emseg.finetune.annotations import find_annotations
+from napari_emseg.finetune.dataset import CROSS_WEIGHT_CAP, AnnotatedPatches
+from napari_emseg.finetune.recipe import crop_context
+
+
+def _painted_volume():
+    z, y, x = np.meshgrid(np.arange(40), np.arange(64), np.arange(64), indexing="ij")
+    image = (z * 10000 + y * 100 + x).astype(np.float32)  # each voxel says where it is
+    labels = np.zeros((40, 64, 64), np.int64)
+    for s in (12, 25):
+        labels[s, 10:30, 20:40] = 1
+        labels[s, 40:52, 5:17] = 2
+    return image, labels
+
+
+@pytest.mark.parametrize("kind", ["bcd", "semantic"])
+def test_cross_planes_carry_the_painted_slices_targets_along_their_rows(kind):
+    image, labels = _painted_volume()
+    ann = find_annotations(labels, image.shape, context=(20, 16, 16))
+    data = AnnotatedPatches(image, ann, kind, (1, 32, 32), batch_size=2, seed=0, spatial_dims=2, permute_planes=True)
+    full = data.targets(ann.labels, ann.mask)  # the painted slices' own targets, in their plane
+    planes = {"xz": 0, "yz": 0}
+    for step in range(60):
+        rng = np.random.default_rng(step)
+        s = data.cross_sample(rng, data.centres[rng.integers(len(data.centres))])
+        assert s["image"].shape == (1, 32, 32) and s["target"].shape == s["mask"].shape
+        where = s["image"][0].astype(np.int64)
+        zz, yy, xx = where // 10000, where // 100 % 100, where % 100
+        along = "xz" if (yy == yy[0, 0]).all() else "yz"  # one y: an xz plane; else one x
+        assert along == "xz" or (xx == xx[0, 0]).all()
+        planes[along] += 1
+        assert (np.diff(zz, axis=1) == 0).all()  # rows are z
+        m = s["mask"][0] > 0
+        assert np.isin(zz[m], [12, 25]).all()  # labelled only where the plane crosses a painted slice
+        assert np.allclose(s["target"][:, m], full.target[:, zz[m], yy[m], xx[m]])
+        if m.any():  # the few rows weigh as much as one painted patch, capped per voxel
+            assert np.isclose(s["mask"][0].sum(), min(CROSS_WEIGHT_CAP * m.sum(), 32 * 32))
+    assert planes["xz"] > 10 and planes["yz"] > 10
+
+
+def test_a_third_of_the_batches_are_cross_planes_and_only_with_permute_planes():
+    image, labels = _painted_volume()
+    ann = find_annotations(labels, image.shape, context=(20, 16, 16))
+    kw = dict(batch_size=60, seed=0, spatial_dims=2)
+    across = AnnotatedPatches(image, ann, "bcd", (1, 32, 32), permute_planes=True, **kw).batch(0)["image"]
+    flat = AnnotatedPatches(image, ann, "bcd", (1, 32, 32), permute_planes=False, **kw).batch(0)["image"]
+    # (zero padding where a patch leaves the volume is no slice)
+    one_z = lambda b: [len(np.unique(p[0].numpy()[p[0].numpy() > 0].astype(np.int64) // 10000)) == 1 for p in b]  # noqa: E731
+    assert all(one_z(flat))
+    assert 10 <= one_z(across).count(False) <= 30
+
+
+def test_cross_planes_get_z_context_within_a_memory_cap():
+    box = (slice(10, 13), slice(0, 100), slice(0, 100))
+    assert crop_context((1, 192, 192), cross=False, box=box, shape=(64, 100, 100)) == (0, 96, 96)
+    assert crop_context((1, 192, 192), cross=True, box=box, shape=(64, 100, 100)) == (96, 96, 96)
+    big = (slice(0, 3), slice(0, 20000), slice(0, 20000))  # 20k x 20k planes: no room for context
+    assert crop_context((1, 192, 192), cross=True, box=big, shape=(500, 20000, 20000))[0] == 0
