@@ -24,7 +24,8 @@ baseline first on odd ones), and are scored on the same never-painted sections:
   stands in for FIB-SEM: mitochondria, painted on xy slices [32] / [16, 48] / [12, 32, 52], scored
   on slices 4, 8, 20, 24, 28, 36, 40, 44, 56 and 60. ``--dims 2d`` / ``3d`` forces the product's
   network (default: chosen from the data; for mitochondria in a near-isotropic volume the 2D
-  network, predicted on the xy, xz and yz planes). The generator draws such a volume in 3D
+  network, which also trains on xz and yz planes cut across the painted slices and predicts the
+  xy, xz and yz planes). The generator draws such a volume in 3D
   (membranes, texture, blur), as FIB-SEM, but its neurites mostly run along z.
 * ``isbi``: ISBI 2012 training volume, 30 x 512 x 512, voxel (50, 4, 4) nm, ``cells2d``
   (0 = membrane). Painted [10] / [4, 16] / [4, 10, 16]; scored on the fixed sections 20-29,
