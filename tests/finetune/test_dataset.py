@@ -61,3 +61,20 @@ def test_cross_planes_get_z_context_within_a_memory_cap():
     assert crop_context((1, 192, 192), cross=True, box=box, shape=(64, 100, 100)) == (96, 96, 96)
     big = (slice(0, 3), slice(0, 20000), slice(0, 20000))  # 20k x 20k planes: no room for context
     assert crop_context((1, 192, 192), cross=True, box=big, shape=(500, 20000, 20000))[0] == 0
+
+
+def test_permute_planes_follows_the_training_grid():
+    from types import SimpleNamespace
+
+    from napari_emseg.finetune.recipe import permute_planes
+
+    cfg, volume, sections = SimpleNamespace(permute_planes="auto"), SimpleNamespace(kind="volume"), SimpleNamespace(kind="sections")
+    flat = (1, 192, 192)
+    assert permute_planes(cfg, (8.0, 8.0, 8.0), volume, flat)
+    assert permute_planes(cfg, (8.0, 9.9, 9.9), volume, flat)  # a working grid 1.24x coarser in y and x
+    assert not permute_planes(cfg, (40.0, 8.0, 8.0), sections, flat)
+    assert permute_planes(cfg, None, volume, flat)  # voxel size unknown: the layout says volume
+    assert permute_planes(cfg, None, volume, flat, zoom=(1.0, 0.8, 0.8))
+    assert not permute_planes(cfg, None, volume, flat, zoom=(1.0, 0.5, 0.5))  # shrunk 2x in y and x only
+    assert not permute_planes(cfg, None, sections, flat)
+    assert permute_planes(SimpleNamespace(permute_planes="on"), (40.0, 8.0, 8.0), sections, flat)

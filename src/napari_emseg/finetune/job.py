@@ -282,7 +282,7 @@ def fine_tune(
     pretrained = report is not None
     continued = bool(report and report.get("continued"))
     patch = patch_shape(cfg, model, ann, layout)
-    permute = permute_planes(cfg, voxel_size, layout, patch, resampled=plan.resample)
+    permute = permute_planes(cfg, voxel_size, layout, patch, zoom=plan.zoom if plan.unit != "nm" else None)
     cross = permute and model.info.spatial_dims == 2  # planes cut across the painted slices need z-context
     context = crop_context(patch, cross=cross, box=ann.box, shape=tuple(image.shape))
     ann = find_annotations(labels, tuple(image.shape), mode=cfg.mode,

@@ -139,7 +139,7 @@ def live_fine_tune(
                            what="the checkpoint")
     patch = patch_shape(cfg, model, ann, layout)
     lo, hi = intensity_range(image, model.info.norm)
-    permute = permute_planes(cfg, train_vs, layout, patch, resampled=plan.resample)
+    permute = permute_planes(cfg, train_vs, layout, patch, zoom=plan.zoom if plan.unit != "nm" else None)
     batch = batch_size(cfg, model)
     if cfg.batch_size is None and select_device(cfg.device).type == "cpu":
         batch = max(1, batch // 2)  # shorter steps: a stroke reaches the model sooner

@@ -73,21 +73,24 @@ def is_isotropic(voxel_size: Any) -> bool:
     return voxel_size is not None and max(voxel_size) / min(voxel_size) < 1.5
 
 
-def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...], *, resampled: bool = False) -> bool:
+def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...], *,
+                   zoom: tuple[float, ...] | None = None) -> bool:
     """Show the painted plane along y and x too: ``cfg.permute_planes`` ``"on"``, or ``"auto"``
-    on near-isotropic data (voxel size, or the layout when it is unknown).
+    when the training grid is near-isotropic.
 
     A 3D network's cubic patches are transposed; a 2D network also trains on planes cut across
     the painted slices (xz and yz, labelled along the rows where they cross them), so that
-    ortho-plane inference meets planes it has seen. ``resampled`` (the crop zoomed in-plane
-    only, which makes its voxels anisotropic) turns the 2D form off.
+    ortho-plane inference meets planes it has seen. ``voxel_size`` is the grid's (nm; ``None``:
+    unknown, then the layout decides); ``zoom`` is a resampling of the crop not counted in it
+    (a working grid chosen without voxel sizes, which zooms y and x only).
     """
     if cfg.permute_planes != "auto":
         return cfg.permute_planes == "on"
-    near_isotropic = is_isotropic(voxel_size) or (voxel_size is None and layout.kind == "volume")
-    cube = len(set(patch)) == 1
-    planes = patch[0] == 1 and patch[1] == patch[2] and not resampled
-    return near_isotropic and (cube or planes)
+    grid = voxel_size
+    if zoom is not None and (voxel_size is not None or layout.kind == "volume"):
+        grid = tuple(v / z for v, z in zip(voxel_size or (1.0, 1.0, 1.0), zoom))
+    near_isotropic = is_isotropic(grid) or (grid is None and layout.kind == "volume")
+    return near_isotropic and (len(set(patch)) == 1 or (patch[0] == 1 and patch[1] == patch[2]))
 
 
 #: the most voxels a 2D network's training crop may grow to for the z-context of cross planes
