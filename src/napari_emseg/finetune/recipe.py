@@ -94,7 +94,8 @@ def permute_planes(cfg: Any, voxel_size: Any, layout: Any, patch: tuple[int, ...
 
 
 #: the most voxels a 2D network's training crop may grow to for the z-context of cross planes
-CROSS_CONTEXT_VOXELS = 2**28
+#: (the crop holds 13 bytes a voxel: float32 image, int64 labels, the mask: about 1.6 GiB)
+CROSS_CONTEXT_VOXELS = 2**27
 
 
 def crop_context(patch: tuple[int, ...], *, cross: bool, box: tuple[slice, ...] | None = None,
