@@ -18,29 +18,36 @@ def _painted_volume():
     return image, labels
 
 
-@pytest.mark.parametrize("kind", ["bcd", "semantic"])
-def test_cross_planes_carry_the_painted_slices_targets_along_their_rows(kind):
+@pytest.mark.parametrize("kind, mode", [("bcd", "dense"), ("semantic", "dense"), ("bcd", "scribbles")])
+def test_cross_planes_carry_the_painted_slices_targets_along_their_rows(kind, mode):
     image, labels = _painted_volume()
-    ann = find_annotations(labels, image.shape, context=(20, 16, 16))
-    data = AnnotatedPatches(image, ann, kind, (1, 32, 32), batch_size=2, seed=0, spatial_dims=2, permute_planes=True)
+    if mode == "scribbles":  # a painted region of each slice: background label 1, objects 2 and 3
+        labels = np.where(labels > 0, labels + 1, 0)
+        labels[[12, 25], 5:35, 15:45] = np.where(labels[[12, 25], 5:35, 15:45] > 0, labels[[12, 25], 5:35, 15:45], 1)
+    ann = find_annotations(labels, image.shape, mode=mode, context=(20, 16, 16))
+    z0, y0, x0 = (b.start for b in ann.box)
+    data = AnnotatedPatches(image[ann.box], ann, kind, (1, 32, 32), batch_size=2, seed=0, spatial_dims=2,
+                            permute_planes=True)
     full = data.targets(ann.labels, ann.mask)  # the painted slices' own targets, in their plane
-    planes = {"xz": 0, "yz": 0}
+    planes, labelled = {"xz": 0, "yz": 0}, 0
     for step in range(60):
         rng = np.random.default_rng(step)
         s = data.cross_sample(rng, data.centres[rng.integers(len(data.centres))])
         assert s["image"].shape == (1, 32, 32) and s["target"].shape == s["mask"].shape
         where = s["image"][0].astype(np.int64)
-        zz, yy, xx = where // 10000, where // 100 % 100, where % 100
+        zz, yy, xx = where // 10000 - z0, where // 100 % 100 - y0, where % 100 - x0  # in the crop
         along = "xz" if (yy == yy[0, 0]).all() else "yz"  # one y: an xz plane; else one x
         assert along == "xz" or (xx == xx[0, 0]).all()
         planes[along] += 1
         assert (np.diff(zz, axis=1) == 0).all()  # rows are z
         m = s["mask"][0] > 0
-        assert np.isin(zz[m], [12, 25]).all()  # labelled only where the plane crosses a painted slice
+        assert np.isin(zz[m] + z0, [12, 25]).all()  # labelled only where the plane crosses a painted slice
+        assert ann.mask[zz[m], yy[m], xx[m]].all()  # ... and only where that slice is painted
         assert np.allclose(s["target"][:, m], full.target[:, zz[m], yy[m], xx[m]])
+        labelled += m.any()
         if m.any():  # the few rows weigh as much as one painted patch, capped per voxel
             assert np.isclose(s["mask"][0].sum(), min(CROSS_WEIGHT_CAP * m.sum(), 32 * 32))
-    assert planes["xz"] > 10 and planes["yz"] > 10
+    assert planes["xz"] > 10 and planes["yz"] > 10 and labelled > 30
 
 
 def test_a_third_of_the_batches_are_cross_planes_and_only_with_permute_planes():
