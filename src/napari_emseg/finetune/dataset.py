@@ -130,8 +130,8 @@ class AnnotatedPatches:
 
         It is labelled along the rows where it crosses a painted slice, with the targets of that
         slice (contours and distances are shapes in the painted plane, so they are computed there,
-        not along the row). Its mask weighs as much as a painted patch in all (at most
-        :data:`CROSS_WEIGHT_CAP` a voxel), so the few rows teach as much as one patch does.
+        not along the row). Its mask is scaled up towards the weight of a painted patch (at most
+        :data:`CROSS_WEIGHT_CAP` a voxel), so the few rows are not drowned by the painted patches.
         """
         cross, (n_rows, n_cols) = self.cross, self.patch[1:]
         keep = 1 if rng.random() < 0.5 else 2  # the axis the plane is cut at: y gives xz, x gives yz
@@ -146,9 +146,8 @@ class AnnotatedPatches:
         c = cross.target.shape[0]
         target, mask = np.zeros((c, n_rows, n_cols), np.float32), np.zeros((c, n_rows, n_cols), np.float32)
         if known.any():
-            def line(a: np.ndarray) -> np.ndarray:  # (C, rows, cols) of the painted slices' targets
-                a = a[:, k[known]]
-                return (a[:, :, at, :] if keep == 1 else a[:, :, :, at])[:, :, cols]
+            def line(a: np.ndarray) -> np.ndarray:  # (C, rows, cols): the cut line of each painted slice
+                return (a[:, :, at, :] if keep == 1 else a[:, :, :, at])[:, k[known]][:, :, cols]
 
             target[:, known] = line(cross.target)
             mask[:, known] = line(cross.mask) * cols_in
