@@ -187,18 +187,6 @@ def test_pretrain_zero_steps_is_refused_before_anything_is_written(tmp_path, nan
         assert not run.exists()
 
 
-def test_slice_folder_with_an_odd_size_names_the_file(tmp_path, model, capsys):
-    folder = tmp_path / "slices"
-    folder.mkdir()
-    for i in range(4):
-        tifffile.imwrite(folder / f"s{i:03d}.tif", np.zeros((32, 30 if i == 2 else 32), np.uint8))
-    before = digest(folder)
-    fails(capsys, ["info", str(folder)], "s002.tif", "32 x 30", "s000.tif")
-    fails(capsys, ["segment", "--image", str(folder), "--model", str(model), "--out", str(tmp_path / "seg.zarr")],
-          "s002.tif")
-    assert digest(folder) == before and not (tmp_path / "seg.zarr").exists()
-
-
 def test_out_of_the_wrong_kind_is_refused(tmp_path, model, painted, capsys):
     np.save(tmp_path / "raw.npy", np.random.default_rng(0).integers(0, 255, (6, 48, 48)).astype(np.uint8))
     array = tmp_path / "old.zarr" / "predictions"

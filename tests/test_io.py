@@ -45,6 +45,50 @@ def test_folder_of_tiff_and_png_slices(tmp_path):
         assert vol.data.chunks[0] == (1,) * VOL.shape[0]  # one slice per chunk: lazy
 
 
+def test_folder_of_micrographs_of_different_sizes(tmp_path, caplog):
+    """Separate micrographs of different sizes: one stack on a canvas as large as the largest,
+    each at the top left, the rest at its median (images) or 0 (labels); results cut back."""
+    from napari_emseg.io import check_extents, cut_to_extents
+
+    rng = np.random.default_rng(0)
+    sizes = [(40, 64), (64, 30), (50, 50)]
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    images = []
+    for i, (h, w) in enumerate(sizes):
+        images.append(rng.integers(10, 200, (h, w)).astype(np.uint8))
+        iio.imwrite(tmp_path / "img" / f"m{i}.png", images[-1])
+        tifffile.imwrite(tmp_path / "lab" / f"m{i}.tif", np.full((h, w), i + 1, np.uint16))
+    with caplog.at_level("WARNING", logger="napari_emseg.io"):
+        vol = open_volume(tmp_path / "img")
+    assert "3 slices of different sizes (40-64 x 30-64 pixels)" in caplog.text and "64 x 64 canvas, the margin filled with each slice's median" in caplog.text
+    assert vol.data.shape == (3, 64, 64) and vol.extents == ((40, 64), (64, 30), (50, 50))
+    stack = vol.data.compute()
+    for z, ((h, w), img) in enumerate(zip(sizes, images)):
+        np.testing.assert_array_equal(stack[z, :h, :w], img)
+        outside = np.ones((64, 64), bool)
+        outside[:h, :w] = False
+        assert np.all(stack[z][outside] == np.median(img).astype(np.uint8))
+    labels = open_volume(tmp_path / "lab", fill=0)
+    assert labels.extents == vol.extents
+    assert [int((lab > 0).sum()) for lab in labels.data.compute()] == [h * w for h, w in sizes]
+    check_extents(vol, labels, "img", "lab")
+    # a labels stack painted on the whole canvas needs no extents; labels of other sizes are refused
+    check_extents(vol, labels._replace(extents=None), "img", "lab")
+    with pytest.raises(VolumeError, match="slice 1 is 30 x 64 pixels, but slice 1 of img is 64 x 30"):
+        check_extents(vol, labels._replace(extents=((40, 64), (30, 64), (50, 50))), "img", "lab")
+    maps = zarr.create_array(str(tmp_path / "maps.zarr"), shape=(2, 3, 64, 64), chunks=(1, 1, 32, 32), dtype="f4")
+    maps[:] = 1
+    cut_to_extents(maps, vol.extents)
+    assert [float(maps[0, z].sum()) for z in range(3)] == [float(h * w) for h, w in sizes]
+    assert float(np.asarray(maps[:]).sum()) == 2 * sum(h * w for h, w in sizes)
+    # same-size folders have no extents; slices whose channels differ are refused, naming the file
+    assert open_volume(tmp_path / "lab").extents is not None and cut_to_extents(stack, None) is stack
+    iio.imwrite(tmp_path / "img" / "m3.png", np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(VolumeError, match="m3.png.*same channels"):
+        open_volume(tmp_path / "img")
+
+
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_zarr_v2_and_v3(tmp_path, fmt):
     p = tmp_path / f"v{fmt}.zarr"

@@ -42,18 +42,29 @@ class SliceStack(_LazyHandle):
 
     Built either from a list of 2D image files (a folder of slices) or, with
     :meth:`from_tiff`, from a multi-page TIFF read through tifffile's zarr view.
+
+    Files of different sizes (separate micrographs) are placed at the top left of a canvas as
+    large as the largest in each direction; the rest is filled with ``fill``: ``"median"``
+    (each slice's median, for images) or a number (0 for labels: unpainted). ``extents`` then
+    holds each slice's ``(height, width)``; it is ``None`` when every slice fills the canvas.
     """
 
     def __init__(self, files: Sequence[str], *, tiff: str | None = None,
-                 shape: tuple[int, ...] | None = None, dtype: Any = None, axes: str | None = None):
+                 shape: tuple[int, ...] | None = None, dtype: Any = None, axes: str | None = None,
+                 fill: float | str = "median"):
         self.files = list(files)
         self.tiff = tiff
+        self.fill = fill
+        self.extents: tuple[tuple[int, int], ...] | None = None
         if shape is None:
             first = _read_image(self.files[0])
-            shape = (len(self.files), *first.shape)
+            sizes = slice_sizes(self.files, tuple(first.shape))
+            canvas = (max(h for h, _ in sizes), max(w for _, w in sizes))
+            shape = (len(self.files), *canvas, *first.shape[2:])
             dtype = first.dtype
             axes = "Z" + ("YXS" if first.ndim == 3 else "YX")
-            check_slice_shapes(self.files, tuple(first.shape))
+            if any(s != canvas for s in sizes):
+                self.extents = tuple(sizes)
         self.shape = tuple(int(s) for s in shape)
         self.dtype = np.dtype(dtype)
         self.axes = axes
@@ -91,25 +102,43 @@ class SliceStack(_LazyHandle):
 
     def _slice(self, i: int) -> np.ndarray:
         img = _read_image(self.files[i])
-        if img.shape != self.shape[1:]:  # changed since the folder was opened, or a header that lied
+        want = (*self.extents[i], *self.shape[3:]) if self.extents else self.shape[1:]
+        if img.shape != want:  # changed since the folder was opened, or a header that lied
             from .io import VolumeError
 
-            raise VolumeError(f"{self.files[i]}: slice of shape {img.shape}, but the folder's slices are "
-                              f"{self.shape[1:]}; every slice must have the same size: remove or resize it")
-        return img
+            raise VolumeError(f"{self.files[i]}: slice of shape {img.shape}, but its header said {want} when the "
+                              "folder was opened; every slice of a folder must have the same channels, and the "
+                              "files must not change while they are read")
+        if self.extents is None:
+            return img
+        h, w = self.extents[i]
+        if self.fill == "median":
+            value = np.median(img.reshape(h * w, -1), axis=0).astype(self.dtype)
+        else:
+            value = np.asarray(self.fill, self.dtype)
+        out = np.empty(self.shape[1:], self.dtype)
+        out[...] = value
+        out[:h, :w] = img
+        return out
 
 
-def check_slice_shapes(files: Sequence[str], shape: tuple[int, ...]) -> None:
-    """Every slice of a folder must have the first one's shape (read from each file's header only)."""
+def slice_sizes(files: Sequence[str], shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Each slice's ``(height, width)`` (read from each file's header only; the first slice's
+    ``shape`` where a header is unreadable). Every slice must have the first one's channels."""
     from .io import VolumeError
 
+    sizes = [(int(shape[0]), int(shape[1]))]
     for f in files[1:]:
         other = _image_shape(f)
-        if other is not None and tuple(other[:2]) != tuple(shape[:2]):
+        if other is None:
+            sizes.append(sizes[0])
+            continue
+        if tuple(other[2:]) != tuple(shape[2:]):
             raise VolumeError(
-                f"{f}: slice of {other[0]} x {other[1]} pixels, but {Path(files[0]).name} (the first slice) is "
-                f"{shape[0]} x {shape[1]}; every slice of a folder must have the same size and type: remove or "
-                "resize the odd one")
+                f"{f}: slice of shape {tuple(other)}, but {Path(files[0]).name} (the first slice) has shape "
+                f"{tuple(shape)}; every slice of a folder must have the same channels: convert the odd one")
+        sizes.append((int(other[0]), int(other[1])))
+    return sizes
 
 
 def _image_shape(path: str) -> tuple[int, ...] | None:
@@ -123,7 +152,8 @@ def _image_shape(path: str) -> tuple[int, ...] | None:
         from PIL import Image
 
         with Image.open(path) as im:
-            return (im.height, im.width)
+            channels = {"L": (), "I": (), "I;16": (), "F": (), "1": (), "RGB": (3,), "RGBA": (4,)}
+            return (im.height, im.width, *channels[im.mode]) if im.mode in channels else (im.height, im.width)
     except Exception:  # noqa: BLE001 - unreadable here: the read itself will say why
         return None
 

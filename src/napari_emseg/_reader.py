@@ -141,7 +141,12 @@ def _volume_layer(uri: str, name: str) -> LayerData:
     meta = {"name": name, "scale": vol.voxel_size, "metadata": {"path": uri, "unit": "nm"}}
     # napari-emseg's TIFF outputs are labels (16-bit so that ImageJ reads them)
     ours = Path(uri).suffix.lower() in (".tif", ".tiff") and is_ours(uri)
-    return vol.data, meta, "labels" if ours or _is_labels(vol.data.dtype, {}) else "image"
+    kind = "labels" if ours or _is_labels(vol.data.dtype, {}) else "image"
+    if vol.extents:  # a folder of slices of different sizes: the segment widget cuts results back to them
+        meta["metadata"]["extents"] = [list(e) for e in vol.extents]
+        if kind == "labels":  # unlabelled around the smaller slices
+            vol = open_volume(uri, fill=0)
+    return vol.data, meta, kind
 
 
 def _array_layer(arr: Any, uri: str, name: str) -> LayerData:

@@ -5,6 +5,9 @@ OME-Zarr (level 0, scale from its metadata), N5, HDF5 and ``.npy`` into a lazy
 :class:`dask.array.Array` of shape ``(z, y, x)`` plus the voxel size in nanometres. Nothing is
 read but metadata until a block is computed. A dataset inside a container is named after a
 colon (``file.h5:raw``, ``volume.zarr:volumes/raw``) or as a path (``volume.zarr/volumes/raw``).
+A folder of slices of different sizes (separate micrographs) becomes one stack on a canvas as
+large as the largest slice, each slice at the top left (:attr:`Volume.extents`); results on it
+are cut back to each slice with :func:`cut_to_extents`.
 
 :func:`write_volume` streams a (dask, numpy, zarr) array into a zarr array one chunk at a time
 and publishes it atomically (written beside the target, then renamed), so a crash never leaves
@@ -37,7 +40,8 @@ from ._formats import (
 )
 from .errors import EmsegError
 
-__all__ = ["Volume", "VolumeError", "open_volume", "write_volume", "split_uri", "DEFAULT_VOXEL_SIZE"]
+__all__ = ["Volume", "VolumeError", "open_volume", "write_volume", "split_uri", "cut_to_extents", "extents_of", "check_extents",
+           "DEFAULT_VOXEL_SIZE"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,9 @@ class Volume(NamedTuple):
     voxel_size: tuple[float, float, float]
     path: str = ""
     voxel_size_known: bool = False
+    #: ``(height, width)`` of each slice of a folder of slices of different sizes, placed at the
+    #: top left of ``data`` (``None``: every slice fills it)
+    extents: tuple[tuple[int, int], ...] | None = None
 
 
 def split_uri(uri: str | os.PathLike) -> tuple[str, str | None]:
@@ -79,6 +86,7 @@ def open_volume(
     channel: int | None = None,
     voxel_size: Sequence[float] | None = None,
     axes: str | None = None,
+    fill: float | str = "median",
 ) -> Volume:
     """Open a grayscale volume lazily.
 
@@ -96,6 +104,9 @@ def open_volume(
         never channels).
     voxel_size
         ``(z, y, x)`` in nm, overriding what the file says (or supplying it when it says nothing).
+    fill
+        What surrounds the smaller slices of a folder of slices of different sizes: ``"median"``
+        (each slice's median: images) or a number (``0`` for painted labels: unlabelled).
 
     Returns
     -------
@@ -123,6 +134,7 @@ def open_volume(
 
     suffix = p.suffix.lower()
     found_vs: tuple[float, ...] | None = None
+    extents: tuple[tuple[int, int], ...] | None = None
     try:
         if p.is_dir() and suffix not in {".zarr", ".n5"} and not _is_zarr_dir(p) and key is None:
             files = sorted(
@@ -132,7 +144,8 @@ def open_volume(
                 raise VolumeError(
                     f"{text}: folder holds no {'/'.join(sorted(_SLICE_SUFFIXES))} slices and is not a zarr/N5 container"
                 )
-            stack = SliceStack([str(f) for f in files])
+            stack = SliceStack([str(f) for f in files], fill=fill)
+            extents = stack.extents
             arr = da.from_array(stack, chunks=(1, *stack.shape[1:]), name=f"slices-{uuid.uuid4().hex}")
             found_vs = tiff_voxel_size(str(files[0])) if files[0].suffix.lower() in {".tif", ".tiff"} else None
             axes_hint = stack.axes
@@ -177,6 +190,8 @@ def open_volume(
         raise VolumeError(f"{text}: cannot read it ({type(err).__name__}: {err})") from err
 
     arr = _to_grayscale_3d(arr, text, channel, axes_hint, axes)
+    if extents is not None:
+        extents = _check_extents(extents, arr.shape, text, fill)
     if voxel_size is not None:
         vs = _check_voxel_size(voxel_size, text)
         known = True
@@ -184,7 +199,57 @@ def open_volume(
         vs, known = _check_voxel_size(found_vs, text), True
     else:
         vs, known = DEFAULT_VOXEL_SIZE, False
-    return Volume(arr, vs, text, known)
+    return Volume(arr, vs, text, known, extents)
+
+
+def _check_extents(extents: tuple[tuple[int, int], ...], shape: tuple[int, ...], where: str,
+                   fill: float | str) -> tuple[tuple[int, int], ...] | None:
+    """The slices' extents when the stack kept the folder's axes (``None`` and a warning when
+    ``axes`` reordered them), with a warning that says what was done."""
+    heights, widths = [h for h, _ in extents], [w for _, w in extents]
+    if tuple(shape) != (len(extents), max(heights), max(widths)):
+        logger.warning("%s: slices of different sizes, reordered by the axes given: the filled canvas "
+                       "is kept as it is", where)
+        return None
+    what = "each slice's median" if fill == "median" else f"{fill:g}"
+    logger.warning("%s: %d slices of different sizes (%d-%d x %d-%d pixels) are stacked at the top left of a "
+                   "%d x %d canvas, the margin filled with %s (docs/io.md, micrographs of different sizes)",
+                   where, len(extents), min(heights), max(heights), min(widths), max(widths),
+                   shape[1], shape[2], what)
+    return tuple(extents)
+
+
+def extents_of(image: Any) -> tuple[tuple[int, int], ...] | None:
+    """The slice extents of a :class:`Volume` (``None`` for anything else)."""
+    return getattr(image, "extents", None) if isinstance(image, Volume) else None
+
+
+def check_extents(image: Volume, labels: Volume, image_name: str, labels_name: str) -> None:
+    """Painted labels from a folder of slices of different sizes must match the image's slices
+    one for one (a labels stack as large as the image's canvas needs no extents)."""
+    if labels.extents is None or labels.extents == image.extents:
+        return
+    mine = image.extents or [tuple(image.data.shape[1:])] * len(labels.extents)
+    for z, (a, b) in enumerate(zip(mine, labels.extents)):
+        if tuple(a) != tuple(b):
+            raise VolumeError(f"{labels_name}: slice {z} is {b[0]} x {b[1]} pixels, but slice {z} of {image_name} is "
+                              f"{a[0]} x {a[1]}; paint each label image on its own micrograph, in the same order")
+
+
+def cut_to_extents(array: Any, extents: Sequence[Sequence[int]] | None) -> Any:
+    """Set everything outside each slice's ``(height, width)`` to 0, in place, in a writable
+    ``(..., z, y, x)`` array (numpy or zarr): results on a canvas of slices of different
+    sizes (:attr:`Volume.extents`) then hold nothing where no image was. Returns ``array``."""
+    if not extents:
+        return array
+    if array.shape[-3] != len(extents):
+        raise VolumeError(f"{len(extents)} slice extents for an array of {array.shape[-3]} slices")
+    for z, (h, w) in enumerate(extents):
+        if h < array.shape[-2]:
+            array[..., z, int(h):, :] = 0
+        if w < array.shape[-1]:
+            array[..., z, :int(h), int(w):] = 0
+    return array
 
 
 def _is_zarr_dir(p: Path) -> bool:

@@ -73,6 +73,7 @@ class Segmentation:
     paths: dict[str, str] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None  # the bundle written beside ``out`` (see provenance.py)
     postprocess_source: dict[str, Any] | None = None  # which settings made the labels (see calibration.py)
+    extents: tuple[tuple[int, int], ...] | None = None  # micrographs of different sizes: labels are 0 outside
 
 
 def load_segmentation_model(model: Any) -> Any:
@@ -98,6 +99,7 @@ def segment_job(
     provenance: bool | None = None,
     command: Sequence[str] | None = None,
     overwrite: bool = False,
+    extents: Sequence[Sequence[int]] | None = None,
 ) -> Job[Segmentation]:
     """Predict maps over ``image`` with ``model`` and turn them into instance labels.
 
@@ -139,12 +141,17 @@ def segment_job(
         is refused before anything is written; this run's own interrupted output is resumed).
         Files napari-emseg did not write are never replaced. The job holds ``OUT.lock`` while it
         runs (:mod:`napari_emseg._lock`): a second writer of ``out`` is refused.
+    extents
+        ``(height, width)`` of each slice of a stack of micrographs of different sizes, each at
+        the top left of ``image`` (taken from a ``Volume`` when not given: a folder of such
+        slices, :attr:`napari_emseg.io.Volume.extents`): maps and labels are 0 outside them.
 
     When the model's voxel size differs from the image's beyond ``config.voxel_match``, the
     model sees the image resampled to its grid and the maps come back on the image's grid
     (:func:`napari_emseg.inference.matched.predict_matched`).
     """
     from .inference.matched import predict_matched
+    from .io import cut_to_extents, extents_of
     from .postprocess import extract_instances_job
 
     started = time.time()
@@ -154,12 +161,17 @@ def segment_job(
         config.postprocess_for(info.target)
     if voxel_size is None and hasattr(image, "voxel_size") and getattr(image, "voxel_size_known", True):
         voxel_size = tuple(image.voxel_size)
+    extents = extents or extents_of(image)
+    if extents:
+        attrs = {**(attrs or {}), "extents": [list(map(int, e)) for e in extents]}
     pred_out = str(array_path(out, PREDICTIONS)) if out is not None else None
     predictions = yield from predict_matched(net, image, pred_out, config.inference, config.voxel_match,
                                              voxel_size=voxel_size, attrs=dict(attrs or {}), overwrite=overwrite)
+    cut_to_extents(predictions, extents)
     finish_multiscale(pred_out, "maps", voxel_size)
     seg = Segmentation(predictions, None, info.target, tuple(info.channel_names), tuple(info.offsets),
-                       tuple(voxel_size) if voxel_size else None)
+                       tuple(voxel_size) if voxel_size else None,
+                       extents=tuple(tuple(int(v) for v in e) for e in extents) if extents else None)
     if pred_out is not None:
         seg.paths[PREDICTIONS] = pred_out
     if not postprocess:
@@ -169,8 +181,8 @@ def segment_job(
     pcfg, seg.postprocess_source = resolve_postprocess(getattr(net, "card", None), info.target,
                                                        config.postprocess_for(info.target), use_calibration=calibrated)
     config = config.replace(**{SegmentConfig.section_for(info.target): pcfg})  # recorded as used
-    seg.labels = yield from extract_instances_job(predictions, info.target, pcfg, offsets=info.offsets,
-                                                  voxel_size=voxel_size)
+    seg.labels = cut_to_extents((yield from extract_instances_job(predictions, info.target, pcfg,
+                                                                  offsets=info.offsets, voxel_size=voxel_size)), extents)
     if out is not None:
         seg.paths[LABELS] = write_labels(Path(out) / LABELS, seg.labels, voxel_size,
                                          {**(attrs or {}), "target": info.target, "postprocess": pcfg.to_dict(),
@@ -215,11 +227,12 @@ def record_segmentation_job(seg: Segmentation, model: Any, image: Any, config: S
 
 def postprocess_job(seg: Segmentation, config: SegmentConfig) -> Job[Any]:
     """Labels from ``seg.predictions`` with new post-processing settings (no re-prediction)."""
+    from .io import cut_to_extents
     from .postprocess import extract_instances_job
 
     labels = yield from extract_instances_job(seg.predictions, seg.target, config.postprocess_for(seg.target),
                                               offsets=seg.offsets, voxel_size=seg.voxel_size)
-    return labels
+    return cut_to_extents(labels, seg.extents)
 
 
 def write_labels(path: str | os.PathLike, labels: Any, voxel_size: Any, attrs: dict[str, Any] | None = None) -> str:

@@ -191,3 +191,39 @@ def test_segment_uses_the_models_calibration_and_the_users_changes_win(make_napa
 
     bundle = read_bundle(written)
     assert bundle["postprocess_source"]["source"] == "user" and bundle["config"]["mitochondria"]["min_size"] == 10**9
+
+
+def test_segment_widget_cuts_results_back_to_micrographs_of_different_sizes(make_napari_viewer, qtbot, tiny_em,
+                                                                            tmp_path):
+    """A folder of micrographs of different sizes, opened by the reader: labels only inside each."""
+    import tifffile
+
+    from napari_emseg._qt.segment_widget import SegmentWidget
+    from napari_emseg._reader import read_volumes
+    from napari_emseg.models import ModelConfig, build_model, save_checkpoint
+    from napari_emseg.models.heads import head_info
+    from napari_emseg.postprocess import MitoConfig
+
+    sizes = [(96, 64), (64, 96), (80, 80)]
+    (tmp_path / "img").mkdir()
+    for i, (h, w) in enumerate(sizes):
+        tifffile.imwrite(tmp_path / "img" / f"m{i}.tif", np.asarray(tiny_em.raw)[2 + 3 * i, :h, :w])
+    everything = MitoConfig(min_size=0, seed_foreground=0.0, seed_contour=1.0, seed_distance=0.0,
+                            foreground_threshold=0.0)  # labels everywhere the network looks
+    model = build_model(ModelConfig(arch="resunet", widths=(8, 16), anisotropic_levels=1),
+                        head_info("bcd", tile=(4, 32, 32)))
+    ckpt = save_checkpoint(tmp_path / "all.safetensors", model, card={"postprocess": {
+        "target": "bcd", "config": everything.to_dict(), "source": "calibrated on painted slices"}})
+    viewer = make_napari_viewer()
+    [(data, meta, _)] = read_volumes(str(tmp_path / "img"))
+    layer = viewer.add_image(data, **meta)
+    w = SegmentWidget(viewer)
+    w.image_combo.value = layer
+    w.model_edit.setText(str(ckpt))
+    runner = w.start()
+    qtbot.waitUntil(lambda: not runner.running, timeout=120_000)
+    assert runner.error is None, runner.error
+    labels = np.asarray(viewer.layers["img mitochondria"].data)
+    assert labels.shape == (3, 96, 96)
+    for z, (h, w_) in enumerate(sizes):
+        assert labels[z, :h, :w_].all() and not labels[z, h:].any() and not labels[z, :, w_:].any()

@@ -257,8 +257,11 @@ class SegmentWidget(QWidget):
         source = getattr(getattr(image, "source", None), "path", None)
         attrs = {"source": {"image": source}} if source else None
 
+        extents = image.metadata.get("extents") if image.ndim == 3 else None  # micrographs of different sizes
+
         def make_job():  # the provenance bundle is built in the worker and written on export
-            return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True, calibrated=False)
+            return segment_job(model, data, cfg, voxel_size=scale, attrs=attrs, provenance=True, calibrated=False,
+                               extents=extents)
 
         self.runner = JobRunner(make_job, on_done=lambda seg: self._show_result(seg, cfg),
                                 on_finish=lambda: self._set_running(False),

@@ -108,11 +108,13 @@ def segment_blockwise_job(
     from ..workflows import finish_multiscale
 
     out = Path(os.fspath(out))
+    extents = None
     pred_path = str(array_path(out, PREDICTIONS))
     if isinstance(image, (str, os.PathLike)):
         vol = open_volume(image, channel=channel, voxel_size=voxel_size, axes=axes)
         ref: Any = VolumeRef(os.fspath(image), channel, tuple(voxel_size) if voxel_size else None, axes)
         local, vs = SyncArray(vol.data), (vol.voxel_size if vol.voxel_size_known else None)
+        extents = vol.extents  # micrographs of different sizes on one canvas: cut back to each
     else:
         ref, local, vs = image, (SyncArray(image) if hasattr(image, "compute") else image), voxel_size
     inference = inference.replace(block=blockwise.blocks)
@@ -125,10 +127,22 @@ def segment_blockwise_job(
                                                 voxel_size=vs, attrs=meta, retries=blockwise.retries,
                                                 overwrite=overwrite, devices=devices, voxel_match=voxel_match)
         target = str(pred.attrs["target"])
+        _cut(pred_path, extents)
         finish_multiscale(pred_path, "maps", vs)
         if not extract:
             return BlockwiseSegmentation(pred_path, None, target)
         labels = yield from instances_blockwise_job(pred_path, array_path(out, LABELS), postprocess, blockwise,
                                                     target=target, scheduler=client, attrs=meta, resume=inference.resume)
+    _cut(labels, extents)
     finish_multiscale(labels, "labels", vs)
     return BlockwiseSegmentation(pred_path, labels, target)
+
+
+def _cut(path: Any, extents: Any) -> None:
+    """Zero the written zarr array at ``path`` outside each slice's extent (:func:`napari_emseg.io.cut_to_extents`)."""
+    if extents:
+        import zarr
+
+        from ..io import cut_to_extents
+
+        cut_to_extents(zarr.open_array(os.fspath(path), mode="r+"), extents)

@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from ..io import VolumeError, open_volume
 
     bins = _parse_bins(args.size_bins)
-    pred = open_volume(args.pred, axes=args.pred_axes)
-    gt = open_volume(args.gt, axes=args.gt_axes)
+    pred = open_volume(args.pred, axes=args.pred_axes, fill=0)
+    gt = open_volume(args.gt, axes=args.gt_axes, fill=0)
     if tuple(pred.data.shape) != tuple(gt.data.shape):
         raise VolumeError(
             f"--pred {args.pred} has shape {tuple(pred.data.shape)} but --gt {args.gt} has "

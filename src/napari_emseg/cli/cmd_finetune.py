@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .._outputs import check_outputs
     from ..finetune.job import fine_tune
-    from ..io import open_volume
+    from ..io import check_extents, open_volume
     from ..progress import drain
 
     check_out_kind(args.out, "file")
@@ -91,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     check_outputs([args.out], [args.image, args.labels, encoder, args.config], overwrite=args.overwrite)
     cfg = build_config(args)
     image = open_volume(args.image, channel=args.channel, voxel_size=args.voxel_size, axes=args.axes)
-    labels = open_volume(args.labels, axes=args.labels_axes)
+    labels = open_volume(args.labels, axes=args.labels_axes, fill=0)  # around smaller slices: unlabelled
+    check_extents(image, labels, args.image, args.labels)
     result = drain(fine_tune(args.encoder, image.data, labels.data, cfg, out=args.out,
                              voxel_size=image.voxel_size if image.voxel_size_known else None, source=args.image),
                    desc="fine-tune", show=not args.quiet)

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_outputs([args.csv], [args.labels, args.image], overwrite=args.overwrite, option="--csv")
     check_out_kind(args.csv, "file", "--csv")
-    labels = open_volume(args.labels, voxel_size=vs, axes=args.axes)
+    labels = open_volume(args.labels, voxel_size=vs, axes=args.axes, fill=0)
     if not labels.voxel_size_known:
         raise EmsegError(f"{args.labels} does not record its voxel size: give it with --voxel-size z,y,x (nm)")
     image = open_volume(args.image, channel=args.channel, axes=args.image_axes).data if args.image else None

@@ -147,7 +147,7 @@ def segment_config(args: argparse.Namespace, target: str | None = None) -> Any:
 def predict(args: argparse.Namespace) -> Any:
     """Open the image and the checkpoint and write ``OUT/predictions``; returns the zarr array."""
     from ..inference.matched import predict_matched
-    from ..io import open_volume
+    from ..io import cut_to_extents, open_volume
     from ..models import load_model
     from ..progress import drain
     from ..workflows import finish_multiscale
@@ -159,8 +159,10 @@ def predict(args: argparse.Namespace) -> Any:
     out = array_path(args.out, PREDICTIONS)
     attrs = {"source": {"image": str(args.image), "model": str(args.model), "channel": args.channel,
                         **({"axes": args.axes} if _axes(args) else {})}}
+    if image.extents:  # micrographs of different sizes on one canvas: cut back to each (and after post-processing)
+        attrs["extents"] = [list(e) for e in image.extents]
     job = predict_matched(model, image, out, cfg, match, attrs=attrs, overwrite=getattr(args, "overwrite", False))
-    pred = drain(job, desc="predict", show=not args.quiet)
+    pred = cut_to_extents(drain(job, desc="predict", show=not args.quiet), image.extents)
     finish_multiscale(out, "maps", image.voxel_size if image.voxel_size_known else None)
     return pred
 
@@ -175,6 +177,7 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
     if task == "none":
         return None
     from ..errors import EmsegError
+    from ..io import cut_to_extents
     from ..postprocess import extract_instances_job
     from ..workflows import write_labels
 
@@ -197,6 +200,7 @@ def postprocess(pred: Any, args: argparse.Namespace, started: float | None = Non
 
             print(describe_source(used))
         labels = yield from extract_instances_job(pred, target, final, offsets=offsets, voxel_size=voxel_size)
+        cut_to_extents(labels, pred.attrs.get("extents"))
         name = "labels.tif" if getattr(args, "labels_format", "zarr") == "tif" else "labels"
         path = write_labels(Path(args.out) / name, labels, voxel_size,
                             {"target": target, "postprocess": final.to_dict(), "n_objects": int(labels.max()),
@@ -218,7 +222,7 @@ def _tune(pred: Any, target: str, base: Any, offsets: Any, voxel_size: Any, args
 
         grid = {**DEFAULT_GRIDS["neurons" if target in ("affinities", "boundaries") else "mitochondria"],
                 **parse_grid(args.tune_grid)}
-    res = yield from tune_job(pred, target, open_volume(args.tune, axes=getattr(args, "tune_axes", None)).data, offsets=offsets, voxel_size=voxel_size,
+    res = yield from tune_job(pred, target, open_volume(args.tune, axes=getattr(args, "tune_axes", None), fill=0).data, offsets=offsets, voxel_size=voxel_size,
                               grid=grid, metric=getattr(args, "tune_metric", "auto"), base=base)
     print(res.describe())
     return res.config, {"tuning": {"labels": str(args.tune), "metric": res.metric, "score": res.score,

@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_kind(args.map, "folder", "--map")  # a zarr store is a folder
     check_out_kind(args.json_out, "file", "--json")
     image = open_volume(args.image, channel=args.channel, axes=args.axes)
-    labels = open_volume(args.labels, axes=args.labels_axes).data
+    labels = open_volume(args.labels, axes=args.labels_axes, fill=0).data
     model = load_model(args.model, device="cpu", expect_in_channels=1)
     result = suggest(model, image.data, labels, args, args.n, mode=args.mode, out=args.map, show=not args.quiet)
     print_suggestions(result, regions=bool(args.regions))
