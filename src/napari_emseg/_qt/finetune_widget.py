@@ -64,7 +64,9 @@ class FineTuneWidget(QWidget):
         self.mode.addItems(["dense slices", "scribbles"])
         self.steps = QSpinBox()
         self.steps.setRange(0, 1_000_000)
-        self.steps.setSpecialValueText("auto (to the time limit, else 600 2D, 300 3D)")  # 0: the recipe's default
+        self.steps.setSpecialValueText("auto")  # 0: the recipe's default (the text did not fit the box)
+        self.steps.setToolTip("auto: train until the time limit; without one, 600 steps for a 2D network, "
+                              "300 for a 3D one")
         self.steps.setValue(0)
         self.minutes = QDoubleSpinBox()
         self.minutes.setRange(0, 10_000)
