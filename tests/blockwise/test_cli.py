@@ -105,3 +105,25 @@ def test_library_info_lines_are_hidden_even_after_distributed_resets_its_loggers
     err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
     assert "theirs" not in err and "WARNING distributed.nanny: their warning" in err
     assert ("INFO napari_emseg.x: ours" in err) is not quiet
+
+
+def test_blockwise_cuts_results_back_to_micrographs_of_different_sizes(setup, client, tmp_path):
+    import tifffile
+
+    root, ckpt = setup
+    raw = open_volume(str(root / "raw.zarr")).data.compute()
+    sizes = [(96, 60), (50, 96), (70, 70)]
+    (tmp_path / "img").mkdir()
+    for z, (h, w) in enumerate(sizes):
+        tifffile.imwrite(tmp_path / "img" / f"m{z}.tif", raw[2 + 4 * z, :h, :w])
+    everything = ["--post", "foreground_threshold=0", "--post", "seed_foreground=0", "--post", "seed_contour=1",
+                  "--post", "seed_distance=0", "--post", "min_size=0"]  # labels wherever the network looks
+    assert main(["-q", "segment", "--image", str(tmp_path / "img"), "--model", str(ckpt), "--device", "cpu",
+                 "--out", str(tmp_path / "b.zarr"), "--blocks", "3,48,48", "--scheduler", client.scheduler.address,
+                 "--task", "mitochondria", *everything]) == 0
+    maps = zarr.open_array(str(tmp_path / "b.zarr/predictions"), mode="r")[:]
+    labels = open_volume(f"{tmp_path}/b.zarr:labels").data.compute()
+    for z, (h, w) in enumerate(sizes):
+        assert labels[z, :h, :w].all() and maps[:, z, :h, :w].any()
+        assert not labels[z, h:].any() and not labels[z, :, w:].any()
+        assert not maps[:, z, h:].any() and not maps[:, z, :, w:].any()
