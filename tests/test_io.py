@@ -89,6 +89,20 @@ def test_folder_of_micrographs_of_different_sizes(tmp_path, caplog):
         open_volume(tmp_path / "img")
 
 
+def test_palette_pngs_of_different_sizes(tmp_path):
+    """PNG headers that do not say how they read as channels (palette images) are not refused."""
+    from PIL import Image
+
+    for i, size in enumerate([(40, 30), (24, 50)]):
+        im = Image.new("P", size)
+        im.putpalette([v for g in range(256) for v in (g, g, g)])  # a gray palette
+        im.putdata([(x * 7) % 256 for x in range(size[0] * size[1])])
+        im.save(tmp_path / f"p{i}.png")
+    vol = open_volume(tmp_path)
+    assert vol.data.shape == (2, 50, 40) and vol.extents == ((30, 40), (50, 24))  # PIL sizes are (width, height)
+    assert vol.data.compute().shape == (2, 50, 40)
+
+
 @pytest.mark.parametrize("fmt", [2, 3])
 def test_zarr_v2_and_v3(tmp_path, fmt):
     p = tmp_path / f"v{fmt}.zarr"

@@ -133,7 +133,7 @@ def slice_sizes(files: Sequence[str], shape: tuple[int, ...]) -> list[tuple[int,
         if other is None:
             sizes.append(sizes[0])
             continue
-        if tuple(other[2:]) != tuple(shape[2:]):
+        if other[2:] != (None,) and tuple(other[2:]) != tuple(shape[2:]):  # None: channels not in the header
             raise VolumeError(
                 f"{f}: slice of shape {tuple(other)}, but {Path(files[0]).name} (the first slice) has shape "
                 f"{tuple(shape)}; every slice of a folder must have the same channels: convert the odd one")
@@ -141,8 +141,9 @@ def slice_sizes(files: Sequence[str], shape: tuple[int, ...]) -> list[tuple[int,
     return sizes
 
 
-def _image_shape(path: str) -> tuple[int, ...] | None:
-    """A 2D image file's ``(height, width, ...)`` from its header (``None`` when unreadable)."""
+def _image_shape(path: str) -> tuple[Any, ...] | None:
+    """A 2D image file's ``(height, width, ...)`` from its header (``None`` when unreadable;
+    ``(height, width, None)`` when the header does not say how the file reads as channels)."""
     try:
         if path.lower().endswith((".tif", ".tiff")):
             import tifffile
@@ -153,7 +154,7 @@ def _image_shape(path: str) -> tuple[int, ...] | None:
 
         with Image.open(path) as im:
             channels = {"L": (), "I": (), "I;16": (), "F": (), "1": (), "RGB": (3,), "RGBA": (4,)}
-            return (im.height, im.width, *channels[im.mode]) if im.mode in channels else (im.height, im.width)
+            return (im.height, im.width, *channels[im.mode]) if im.mode in channels else (im.height, im.width, None)
     except Exception:  # noqa: BLE001 - unreadable here: the read itself will say why
         return None
 
