@@ -36,7 +36,10 @@ post-processed on its own (2D), as the per-section ground truth asks. One torch 
 U-Net: every tensor but the head, :func:`~napari_emseg.models.whole_network.transplant_whole`)
 or at random, on 2D patches ``(1, P, P)``; ``fafb`` adds FAFB mitochondria (8 separate 1736^2
 sections, the central 768^2; painted [0] / [0, 1] / [0, 1, 2]; scored on sections 3-7), a set
-no bundled encoder has seen (FAFB's terms: benchmarks only). ``--seeds`` repeats every cell; the summary gives the error cut
+no bundled encoder has seen (FAFB's terms: benchmarks only); ``vnc-sem`` is a semantic task on
+the ``vnc`` crop: three classes from the data set's class map (0 other, 1 membrane, 2
+mitochondria; every pixel of a painted section painted), scored on sections 13-19 by the IoU of
+each class's argmax map and their mean over membrane and mitochondria (``miou``). ``--seeds`` repeats every cell; the summary gives the error cut
 (error = 1 - foreground IoU for mitochondria, tuned ARAND for cells) per cell, mean over seeds.
 
     python bench/finetune_curve.py                   # 39 min on the shared 2-core CPU
@@ -99,7 +102,36 @@ DATASETS = {
         grid={"seed_foreground": (0.5, 0.7, 0.9), "foreground_threshold": (0.3, 0.5, 0.7), "min_size": (0, 128, 512)},
         metrics=("iou", "ap50", "ap75"), separate=True,
     ),
+    "vnc-sem": dict(
+        path=Path("/work/shared/data/vnc-gerhard2013/vnc_stack1.npz"), gt="labels",
+        crop=(slice(None), slice(512, 1024), slice(256, 768)), voxel_size=(50.0, 4.6, 4.6),
+        task="semantic", target="semantic", n_classes=3, test=(13, 14, 15, 16, 17, 18, 19), test_run=(12, 20),
+        painted={1: (6,), 2: (2, 10), 3: (2, 6, 10)}, metrics=("miou", "iou_membrane", "iou_mito"),
+    ),
 }
+#: ``vnc-sem``'s classes from the data set's merged class map (``labels``): 0-128 membrane,
+#: 191 mitochondria, everything else (intracellular, glia/extracellular, synapse) class 0
+SEMANTIC_CLASSES = ("other", "membrane", "mito")
+
+
+def semantic_classes(labels: np.ndarray) -> np.ndarray:
+    """VNC's merged class map as class indices 0 (other), 1 (membrane), 2 (mitochondria)."""
+    cls = np.zeros(labels.shape, np.uint8)
+    cls[labels <= 128] = 1
+    cls[labels == 191] = 2
+    return cls
+
+
+def semantic_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Per-class IoU of class maps (all test sections pooled) and their mean over the classes
+    other than 0 (``miou``)."""
+    out = {}
+    for c, name in enumerate(SEMANTIC_CLASSES[1:], start=1):
+        p, g = pred == c, gt == c
+        union = int((p | g).sum())
+        out[f"iou_{name}"] = float((p & g).sum() / union) if union else float("nan")
+    out["miou"] = float(np.nanmean([out[f"iou_{n}"] for n in SEMANTIC_CLASSES[1:]]))
+    return out
 LOWER_IS_BETTER = {"voi_split", "voi_merge", "voi", "arand"}
 ARMS = {"pretrained": True, "scratch": False}  # arm -> the encoder's weights are transplanted
 
@@ -107,7 +139,8 @@ ARMS = {"pretrained": True, "scratch": False}  # arm -> the encoder's weights ar
 def build_arm(pretrained: bool, ds: dict, patch, norm: NormConfig, seed: int, encoder: str = ENCODER,
               arch: str = "resunet") -> torch.nn.Module:
     """The segmentation network on the encoder (weights transplanted) or the same one at random."""
-    info = head_info(ds["target"], task=ds["task"], tile=tuple(patch), voxel_size=ds["voxel_size"], norm=norm)
+    info = head_info(ds["target"], task=ds["task"], tile=tuple(patch), voxel_size=ds["voxel_size"], norm=norm,
+                     n_classes=ds.get("n_classes", 2))
     torch.manual_seed(seed)  # the same decoder and head initialisation in both arms
     if pretrained:
         model, report = model_for_encoder(encoder, info)
@@ -147,6 +180,8 @@ def score(model, raw, gt, painted, ds: dict, infer: InferenceConfig) -> dict[str
     ctx = (0, 1) if model.info.spatial_dims == 2 else (1, 3)  # a 2D network needs no neighbouring sections
     runs = sorted({(max(0, p - ctx[0]), min(raw.shape[0], p + ctx[1])) for p in painted} | {ds["test_run"]})
     maps = predict_runs(model, raw, runs, ds, infer)
+    if ds["task"] == "semantic":
+        return {**semantic_scores(np.stack([maps[z].argmax(0) for z in test]), gt[test]), "tune_s": 0.0}
     ref = np.zeros((2 * len(painted) - 1, *gt.shape[1:]), gt.dtype)
     ref[::2] = gt[list(painted)]
     t0 = time.perf_counter()
@@ -180,14 +215,17 @@ def score2d(model, raw, gt, painted, ds: dict) -> dict[str, float]:
     Cells: VOI and ARAND of the test sections with the watershed settings tuned on the painted
     sections (:data:`GRID_2D`)."""
     test = list(ds["test"])
-    need = test + ([] if ds["task"] == "mitochondria" else list(painted))
+    need = test + (list(painted) if ds["task"] == "neurons" else [])
     lo, hi = model.info.norm.lo, model.info.norm.hi
     model.eval()
     maps = {}
     with torch.no_grad():
         for z in need:
             x = torch.from_numpy(normalize(raw[z], lo, hi, model.info.norm.invert))[None, None]
-            maps[z] = torch.sigmoid(model(x))[0].numpy()
+            out = model(x)[0]
+            maps[z] = (out.argmax(0) if ds["task"] == "semantic" else torch.sigmoid(out)).numpy()
+    if ds["task"] == "semantic":
+        return {**semantic_scores(np.stack([maps[z] for z in test]), gt[test]), "tune_s": 0.0}
     if ds["task"] == "mitochondria":
         fg = np.stack([maps[z][0] > 0.5 for z in test]).astype(np.uint8)
         return {"iou": slice_score(fg, gt[test], range(len(test)), metric="iou"), "tune_s": 0.0}
@@ -211,7 +249,7 @@ def run_one(ds: dict, raw, gt, norm, n: int, arm: str, steps: list[int], args, i
     labels = np.zeros_like(gt)
     labels[list(painted)] = gt[list(painted)]
     cfg = FineTuneConfig(task=ds["task"], target=ds["target"], patch=tuple(args.patch), batch_size=args.batch,
-                         steps=max(steps), lr=args.lr, encoder_lr_scale=1.0, holdout=False,
+                         n_classes=ds.get("n_classes"), steps=max(steps), lr=args.lr, encoder_lr_scale=1.0, holdout=False,
                          device="cpu", seed=seed, calibrate=False)
     results: dict[int, dict] = {}
     t0 = time.perf_counter()
@@ -246,7 +284,8 @@ def relative_gain(pre: float, scr: float, metric: str) -> float:
 
 
 def print_table(name: str, ds: dict, res: dict, arms: list[str], steps: list[int]) -> None:
-    cols = [c for c in (*(f"{m}_{p}" for m in ds["metrics"] for p in ("default", "tuned")), "iou")
+    cols = [c for c in dict.fromkeys((*(f"{m}_{p}" for m in ds["metrics"] for p in ("default", "tuned")),
+                                       *ds["metrics"], "iou"))
             if any(c in r for by_arm in res.values() for a in by_arm.values() for r in a.values())]
     print(f"\n{name} ({ds['task']}): {' / '.join(c for c in cols)}")
     print("| painted | steps | arm | " + " | ".join(cols) + " |")
@@ -265,7 +304,10 @@ def print_table(name: str, ds: dict, res: dict, arms: list[str], steps: list[int
 
 
 def error(r: dict, task: str) -> float:
-    """The error the summary cuts: 1 - foreground IoU (mitochondria), tuned ARAND (cells)."""
+    """The error the summary cuts: 1 - foreground IoU (mitochondria), tuned ARAND (cells),
+    1 - mean IoU of membrane and mitochondria (``vnc-sem``)."""
+    if task == "semantic":
+        return 1.0 - r["miou"]
     return 1.0 - r["iou"] if task == "mitochondria" else r["arand_tuned"]
 
 
@@ -358,6 +400,8 @@ def main() -> None:
                 lab[z] = ndi.label(gt[z] > 0)[0]
                 lab[z][lab[z] > 0] += z * 100_000
             gt = lab
+        if ds["task"] == "semantic":
+            gt = semantic_classes(gt)
         lo, hi = intensity_range(raw, NormConfig())  # fixed, so sub-volumes are predicted as fine-tuning saw them
         norm = NormConfig(lo=lo, hi=hi)
         print(f"{name}: {ds['task']} ({ds['target']}) on {raw.shape}, test sections {list(ds['test'])}; {args.arch}, "
