@@ -27,6 +27,8 @@ baseline first on odd ones), and are scored on the same never-painted sections:
   network, which also trains on xz and yz planes cut across the painted slices and predicts the
   xy, xz and yz planes). The generator draws such a volume in 3D
   (membranes, texture, blur), as FIB-SEM, but its neurites mostly run along z.
+  ``synth-iso-neurons``: the same volume, slices and sections for neurons (every neurite's id,
+  membrane voxels 0, as ISBI's cells), scored per section like ISBI.
 * ``isbi``: ISBI 2012 training volume, 30 x 512 x 512, voxel (50, 4, 4) nm, ``cells2d``
   (0 = membrane). Painted [10] / [4, 16] / [4, 10, 16]; scored on the fixed sections 20-29,
   so that every row scores the same sections.
@@ -149,6 +151,12 @@ SETS: dict[str, dict[str, Any]] = {
         gt_is_mask=False, kind="mitochondria", voxel_size=(8.0, 8.0, 8.0),
         painted={1: (32,), 2: (16, 48), 3: (12, 32, 52)}, test=(4, 8, 20, 24, 28, 36, 40, 44, 56, 60),
     ),
+    # the same synthetic FIB-SEM stand-in for neurons: every neurite's id, membranes 0 (as ISBI's cells)
+    "synth-iso-neurons": dict(
+        file=None, synthetic=dict(shape=(64, 320, 320), seed=7, voxel_size=(8.0, 8.0, 8.0)), gt="neurons",
+        membranes_zero=True, gt_is_mask=False, kind="neurons", voxel_size=(8.0, 8.0, 8.0),
+        painted={1: (32,), 2: (16, 48), 3: (12, 32, 52)}, test=(4, 8, 20, 24, 28, 36, 40, 44, 56, 60),
+    ),
     "isbi": dict(
         file="isbi2012/isbi2012_train.npz", gt="cells2d", gt_is_mask=False, kind="neurons",
         voxel_size=(50.0, 4.0, 4.0), painted={1: (10,), 2: (4, 16), 3: (4, 10, 16)}, test=tuple(range(20, 30)),
@@ -202,6 +210,8 @@ def load_set(name: str, data_dir: Path, crop: int | None = None) -> tuple[np.nda
 
         em = make_synthetic_em(**spec["synthetic"])
         raw, gt = em.raw, getattr(em, spec["gt"])
+        if spec.get("membranes_zero"):
+            gt = np.where(em.membranes, 0, gt)
     else:
         path = data_dir / spec["file"]
         if not path.exists():

@@ -160,3 +160,33 @@ def test_auto_picks_the_task_model_only_when_it_is_a_2d_network(dirs, monkeypatc
     resunet = build_model(TINY["resunet"], head_info("boundaries"))
     save_checkpoint(dirs["bundled"] / "emseg-boundaries-em.safetensors", resunet, card={"family": "resunet"})
     assert default_encoder(2, "neurons") == "scratch-unet2d"  # a 3D task model is skipped for 2D data
+
+
+def test_auto_starts_other_2d_tasks_from_the_masked2d_unet(dirs, monkeypatch):
+    """Semantic 2D, and mitochondria or neurons without their task model, start from the
+    U-Net pretrained by masked inpainting when the catalogue holds it; the task model still
+    comes first."""
+    from napari_emseg.models.registry import MASKED2D, default_encoder
+
+    monkeypatch.setattr("napari_emseg.models.registry.bundled_dir", lambda: dirs["bundled"])
+    unet = build_model(ModelConfig(arch="unet2d", widths=(4, 8, 8, 8, 8)), head_info("reconstruction"))
+    save_checkpoint(dirs["bundled"] / f"{MASKED2D}.safetensors", unet, card={"family": "unet2d"})
+    assert default_encoder(2) == default_encoder(2, "semantic") == MASKED2D
+    assert default_encoder(2, "mitochondria") == default_encoder(2, "neurons") == MASKED2D
+    assert default_encoder(3) == "scratch-resunet"  # a 2D network is no 3D starting point
+    mito = build_model(ModelConfig(arch="unet2d", widths=(4, 8, 8, 8, 8)), head_info("bcd", task="mitochondria"))
+    save_checkpoint(dirs["bundled"] / "emseg-mito-vnc.safetensors", mito, card={"family": "unet2d"})
+    assert default_encoder(2, "mitochondria") == "emseg-mito-vnc"
+    model, report = model_for_encoder(MASKED2D, head_info("semantic", task="semantic", n_classes=3))
+    assert report is not None and model.info.out_channels == 3
+    assert [k for k in report.missing if not k.startswith("net.final_conv.")] == []  # all but the head
+
+
+def test_the_bundled_masked2d_unet_is_the_semantic_2d_default():
+    """The package ships the pretrained U-Net, described, and ``auto`` uses it for semantic 2D."""
+    from napari_emseg.models.registry import MASKED2D, default_encoder
+
+    entry = get_encoder(MASKED2D)
+    assert entry.source == "bundled" and entry.config.arch == "unet2d"
+    assert "ISBI" in entry.data and "Non-commercial" in entry.licence
+    assert default_encoder(2, "semantic") == MASKED2D
