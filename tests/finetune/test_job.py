@@ -73,6 +73,17 @@ def test_cancel_returns_a_usable_checkpoint(tiny_em, tmp_path):
     assert load_model(res.checkpoint).info.target == "bcd"
 
 
+def test_a_run_to_its_time_limit_ends_its_progress_at_100_percent(tiny_em, tmp_path):
+    """With ``steps=None`` the run trains to the time limit; its last event must not read
+    ``12/10000000`` (0 %) in the progress bar."""
+    cfg = FineTuneConfig(task="mitochondria", steps=None, time_limit_min=0.03, holdout=False, calibrate=False, **TINY)
+    events = []
+    res = drain(fine_tune(tiny_model("bcd"), tiny_em.raw, painted(tiny_em), cfg, out=tmp_path / "t.safetensors"),
+                show=False, callback=events.append)
+    assert res.stopped == "time_limit" and events[-1].stage == "done"
+    assert events[-1].total == events[-1].step == res.steps and events[-1].fraction == 1.0
+
+
 def test_preview_of_the_current_slice(tiny_em):
     cfg = FineTuneConfig(task="mitochondria", steps=4, preview_every=2, preview_z=5, holdout=False, **TINY)
     events = []

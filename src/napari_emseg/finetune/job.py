@@ -359,6 +359,7 @@ def fine_tune(
     target_path = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="emseg-")) / "finetuned.safetensors"
     with deferred_sigterm():  # a SIGTERM now still lets the checkpoint be written
         path = save_checkpoint(target_path, model, job=cfg, card=card)
-    yield Progress(result.step, steps, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
+    # done is 100 %: a run to its time limit or a cancelled one stops short of ``steps``
+    yield Progress(result.step, result.step, stage="done", message=f"saved {path}", metrics=dict(result.metrics))
     return FineTuneResult(Path(path), model, result.stopped, result.step, dict(result.metrics),
                           result.best_metric, result.history, elapsed)
