@@ -82,6 +82,9 @@ def test_layout_chooses_2d_for_sections_and_3d_for_isotropic_volumes(tiny_em):
     assert (mito.dims, mito.kind) == (2, "volume") and "xz" in mito.reason
     assert detect_layout(tiny_em.raw, (8, 8, 8), "3d", task="mitochondria").dims == 3
     assert detect_layout(np.repeat(tiny_em.raw[:1], 12, 0) + 0, (8, 8, 8), task="neurons").dims == 3
+    # semantic classes too: painted on slices, a 2D network predicted on three planes
+    sem = detect_layout(np.repeat(tiny_em.raw[:1], 12, 0) + 0, (8, 8, 8), task="semantic")
+    assert (sem.dims, sem.kind) == (2, "volume") and "classes" in sem.reason
 
 
 def test_three_painted_micrographs_fine_tune_all_three_with_a_2d_network(tmp_path):
