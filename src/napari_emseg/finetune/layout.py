@@ -15,10 +15,10 @@ FIB-SEM volumes are where 3D context pays. :func:`detect_layout` decides from
 Mitochondria and semantic classes are the exception: in a near-isotropic volume they still get
 a 2D network (``kind="volume"``), trained on the painted slices and predicted on the xy, xz and
 yz planes (ortho-plane inference), with 3D objects, as empanada-napari and RETINA do for
-isotropic data. A
-3D network learns only from the painted planes inside each cube it sees, and starts from a
-self-supervised encoder that has never seen a mitochondrion; the 2D network learns from every
-painted pixel and continues the bundled mitochondria model. Measured (docs/benchmarks.md, "A
+isotropic data. A 3D network learns only from the painted planes inside each cube it sees, and
+starts from a self-supervised encoder that has never seen a mitochondrion; the 2D network learns
+from every painted pixel and continues the bundled mitochondria model (for classes, the bundled
+pretrained U-Net). Measured (docs/benchmarks.md, "A
 near-isotropic volume"): 3 painted slices, 10 CPU-minutes, the 3D network reached AP50
 0.51-0.68 on two synthetic stand-ins where the 2D one reached 0.84-0.85; for three classes
 (other, membrane, mitochondria) on the second stand-in, mean IoU 0.936 for the 2D network
@@ -120,7 +120,7 @@ TASKS_2D_IN_VOLUMES = ("mitochondria", "semantic")
 def _volume(why: str, task: str | None, common: dict[str, Any]) -> Layout:
     if task in TASKS_2D_IN_VOLUMES:
         return Layout(2, "volume", f"{why}; {'mitochondria' if task == 'mitochondria' else 'classes'} painted on "
-                      "slices: 2D network, predicted on the xy, xz and yz planes", **common)
+                      "slices: 2D network, predicted on the xy, xz and yz planes, 3D objects", **common)
     return Layout(3, "volume", f"{why}: 3D network", **common)
 
 
