@@ -35,8 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", required=True, help="painted labels of the same shape (0 = unlabelled)")
     p.add_argument("--task", required=True, choices=["neurons", "mitochondria", "semantic"])
     p.add_argument("--encoder", default="auto",
-                   help="catalogue name (napari-emseg encoders) or checkpoint path; default 'auto': a 2D network "
-                        "for separate images and serial sections, 3D for near-isotropic volumes")
+                   help="catalogue name (napari-emseg encoders) or checkpoint path; default 'auto': the best "
+                        "start for the network the data gets (2D for separate images and serial sections, and for "
+                        "mitochondria and classes in near-isotropic volumes; 3D for neurons there; docs/finetuning.md)")
     p.add_argument("--dims", choices=["auto", "2d", "3d"], default=None,
                    help="force a 2D or 3D network (default: chosen from the voxel size and the data)")
     p.add_argument("--out", required=True, help="checkpoint to write (.safetensors)")
