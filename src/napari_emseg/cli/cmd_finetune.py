@@ -2,8 +2,7 @@
 
 Paint every object of a task on two or three slices of a Labels volume (0 elsewhere), then:
 
-    napari-emseg finetune --image raw.zarr --labels painted.zarr --task mitochondria \\
-        --encoder mscon-resunet-em --out mito.safetensors --steps 500
+    napari-emseg finetune --image raw.zarr --labels painted.zarr --task mitochondria --time-limit 10 --out mito.safetensors
 
 The checkpoint rebuilds its model (``napari-emseg segment --model mito.safetensors``).
 Ctrl-C, or SIGTERM (``timeout``, SLURM, ``docker stop``), stops training and still saves the
