@@ -124,14 +124,10 @@ def semantic_classes(labels: np.ndarray) -> np.ndarray:
 
 def semantic_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Per-class IoU of class maps (all test sections pooled) and their mean over the classes
-    other than 0 (``miou``)."""
-    out = {}
-    for c, name in enumerate(SEMANTIC_CLASSES[1:], start=1):
-        p, g = pred == c, gt == c
-        union = int((p | g).sum())
-        out[f"iou_{name}"] = float((p & g).sum() / union) if union else float("nan")
-    out["miou"] = float(np.nanmean([out[f"iou_{n}"] for n in SEMANTIC_CLASSES[1:]]))
-    return out
+    other than 0 (``miou``): :func:`napari_emseg.evaluation.evaluate` with ``task="semantic"``."""
+    r = evaluate(pred, gt, "semantic", n_classes=len(SEMANTIC_CLASSES))
+    out = {f"iou_{name}": float(r["per_class"][str(c)]["iou"]) for c, name in enumerate(SEMANTIC_CLASSES) if c}
+    return {**out, "miou": r["iou"]}
 LOWER_IS_BETTER = {"voi_split", "voi_merge", "voi", "arand"}
 ARMS = {"pretrained": True, "scratch": False}  # arm -> the encoder's weights are transplanted
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from finetune_curve import semantic_scores  # bench/finetune_curve.py, beside this file
 
 from napari_emseg.data.synthetic import make_synthetic_em
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
@@ -39,18 +40,7 @@ from napari_emseg.workflows import SegmentConfig, segment_job
 
 PAINTED = (12, 32, 52)
 TEST = (4, 8, 20, 24, 28, 36, 40, 44, 56, 60)
-CLASSES = ("other", "membrane", "mito")
 VOXEL = (8.0, 8.0, 8.0)
-
-
-def class_iou(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """IoU of each class but 0 and their mean (``miou``)."""
-    out = {}
-    for c, name in enumerate(CLASSES[1:], start=1):
-        union = int(((pred == c) | (gt == c)).sum())
-        out[f"iou_{name}"] = float(((pred == c) & (gt == c)).sum() / union) if union else float("nan")
-    out["miou"] = float(np.nanmean([out[f"iou_{n}"] for n in CLASSES[1:]]))
-    return out
 
 
 def run(raw: np.ndarray, gt: np.ndarray, dims: str, minutes: float, seed: int) -> dict:
@@ -65,7 +55,7 @@ def run(raw: np.ndarray, gt: np.ndarray, dims: str, minutes: float, seed: int) -
         seg = drain(segment_job(Path(tmp) / "m.safetensors", raw, SegmentConfig(), voxel_size=VOXEL,
                                 provenance=False), show=False)
         pred = np.asarray(seg.predictions).argmax(0)
-    row = class_iou(pred[list(TEST)], gt[list(TEST)])
+    row = semantic_scores(pred[list(TEST)], gt[list(TEST)])
     row.update(dims=dims, seed=seed, arch=res.model.config.arch, steps=res.steps,
                train_s=round(t1 - t0), predict_s=round(time.perf_counter() - t1))
     return row

@@ -230,10 +230,8 @@ AUTO = "auto"
 #: catalogue holds *as a network of that dimensionality* is used. A 2D network for mitochondria or
 #: neurons starts from the bundled one-click model of that task (a plain 2D U-Net trained on fully
 #: painted real ssTEM; fine-tuning continues it), which beats a network trained from scratch on a
-#: few painted slices of unseen EM (docs/benchmarks.md, "Few painted slices"). Any other 2D task
-#: (semantic classes), and these two without their model, start from the same U-Net pretrained
-#: on unlabelled EM by masked inpainting (docs/pretraining.md), which cuts the scratch U-Net's
-#: error at equal steps (docs/benchmarks.md, "The plain 2D U-Net: masked-inpainting pretraining").
+#: few painted slices of unseen EM (docs/benchmarks.md, "Few painted slices"). Other 2D tasks, and
+#: these two without their model, start from the U-Net pretrained by masked inpainting (docs/pretraining.md).
 MASKED2D = "masked2d-unet2d-isbi-vnc"
 PREFERRED: dict[tuple[int, str | None], tuple[str, ...]] = {
     (2, "mitochondria"): ("emseg-mito-vnc", MASKED2D, "scratch-unet2d"),
