@@ -19,6 +19,10 @@ baseline first on odd ones), and are scored on the same never-painted sections:
   ``mito_instances_2d``. Painted [10] / [5, 14] / [3, 10, 16]; scored on the fixed set of
   sections painted in no row and carrying mitochondrion labels: 0, 2, 4, 6, 8, 9, 11, 12,
   13, 15, 17, 19 (sections 1, 7 and 18 have no mitochondrion labels in the data set).
+* ``vnc-sem`` (not in the default ``--sets``): the same VNC stack, semantic classes from its
+  merged class map: 0 other (cytoplasm, glia, synapses), 1 membrane, 2 mitochondria, every
+  pixel of a painted section painted (its class 0 too), task ``semantic``. Painted and scored
+  on the same sections as ``vnc``.
 * ``synth-iso`` (not in the default ``--sets``; needs no data): no near-isotropic real set is in
   ``../shared/data``, so the synthetic sample generated at 8 x 8 x 8 nm, 64 x 320 x 320, seed 7,
   stands in for FIB-SEM: mitochondria, painted on xy slices [32] / [16, 48] / [12, 32, 52], scored
@@ -41,6 +45,8 @@ Metrics (the project's :mod:`napari_emseg.evaluation`):
   0.75 (``evaluate(task="mitochondria")`` on the per-section ids). Error = 1 - IoU.
 * ISBI cells: VOI split, VOI merge and adapted Rand error of each test section (membrane
   ignored, ``evaluate(task="neurons")``), averaged over sections. Error = ARAND.
+* semantic classes: the IoU of each class other than 0 over the test sections pooled
+  (``evaluate(task="semantic")`` of the arg-max class map) and their mean ``miou``. Error = 1 - mIoU.
 
 (a) **product**: exactly what a user gets with the defaults. Labels volume = the painted
 sections' ground truth (mitochondria: that section's instance ids; ISBI: ``cells2d``, 0 =
@@ -81,6 +87,8 @@ Gaussian blending), sigmoid. Targets and instances:
 * ISBI cells: target = membrane (``cells2d == 0``); cells = the 4-connected components of
   membrane prob < 0.5, grown over the membrane pixels by a watershed of the membrane
   probability (``skimage.segmentation.watershed``); no size filter, no tuning.
+* semantic classes: one output channel per class, cross-entropy + Dice (MONAI ``DiceLoss``,
+  softmax, one-hot); the class map is the arg-max of the softmax.
 
 Times: the product's ``train s`` is the whole ``fine_tune`` call (set-up, training until its
 time limit, the calibration of the post-processing, saving), the baseline's its training
@@ -123,6 +131,7 @@ from plain_unet import (  # bench/plain_unet.py, beside this file
 from scipy import ndimage as ndi
 
 from napari_emseg.evaluation import evaluate
+from napari_emseg.postprocess.semantic import class_map
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -144,6 +153,12 @@ SETS: dict[str, dict[str, Any]] = {
         voxel_size=(50.0, 4.6, 4.6), painted={1: (10,), 2: (5, 14), 3: (3, 10, 16)},
         test=(0, 2, 4, 6, 8, 9, 11, 12, 13, 15, 17, 19),
     ),
+    # VNC's semantic classes (0 other, 1 membrane, 2 mitochondria): whole sections painted
+    "vnc-sem": dict(
+        file="vnc-gerhard2013/vnc_stack1.npz", gt="labels", classes=True, gt_is_mask=False, kind="semantic",
+        voxel_size=(50.0, 4.6, 4.6), painted={1: (10,), 2: (5, 14), 3: (3, 10, 16)},
+        test=(0, 2, 4, 6, 8, 9, 11, 12, 13, 15, 17, 19),
+    ),
     # no real near-isotropic set is in ../shared/data: the synthetic sample at 8 nm in z, y and x
     # (generated here, seed 7, never used for any bundled model), as a FIB-SEM volume painted on xy slices
     "synth-iso": dict(
@@ -162,7 +177,10 @@ SETS: dict[str, dict[str, Any]] = {
         voxel_size=(50.0, 4.0, 4.0), painted={1: (10,), 2: (4, 16), 3: (4, 10, 16)}, test=tuple(range(20, 30)),
     ),
 }
-METRICS = {"mitochondria": ("iou", "ap50", "ap75"), "neurons": ("voi_split", "voi_merge", "arand")}
+METRICS = {"mitochondria": ("iou", "ap50", "ap75"), "neurons": ("voi_split", "voi_merge", "arand"),
+           "semantic": ("iou_membrane", "iou_mito", "miou")}
+#: semantic classes of the VNC class map (0-128 membrane, 191 mitochondria, the rest other)
+SEMANTIC_CLASSES = ("other", "membrane", "mito")
 ARMS = ("product", "baseline")
 THRESHOLD = 0.5  # baseline: mitochondria prob > 0.5; cells: membrane prob < 0.5
 CUT_TARGET = 0.30
@@ -194,6 +212,14 @@ def per_section_ids(stack: np.ndarray) -> np.ndarray:
     return out
 
 
+def semantic_classes(labels: np.ndarray) -> np.ndarray:
+    """VNC's merged class map as class indices 0 (other), 1 (membrane), 2 (mitochondria)."""
+    cls = np.zeros(labels.shape, np.uint8)
+    cls[labels <= 128] = 1
+    cls[labels == 191] = 2
+    return cls
+
+
 def paint(gt: np.ndarray, sections: tuple[int, ...]) -> np.ndarray:
     """A user's painted labels: the ground truth of ``sections`` and 0 (unlabelled) elsewhere."""
     labels = np.zeros(gt.shape, np.uint32)
@@ -223,6 +249,8 @@ def load_set(name: str, data_dir: Path, crop: int | None = None) -> tuple[np.nda
         raw, gt = raw[:, y0:y0 + crop, x0:x0 + crop], gt[:, y0:y0 + crop, x0:x0 + crop]
     if spec.get("apart"):
         raw, gt = apart(raw), apart(gt)
+    if spec.get("classes"):
+        return np.ascontiguousarray(raw), semantic_classes(gt).astype(np.uint32)
     gt = section_instances(gt) if spec["gt_is_mask"] else gt.astype(np.uint32)
     return np.ascontiguousarray(raw), np.ascontiguousarray(gt)
 
@@ -235,7 +263,12 @@ def apart(stack: np.ndarray) -> np.ndarray:
 
 
 def score(kind: str, pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
-    """Scores of instance labels ``pred`` against ``gt`` on the test sections (both ``(n, Y, X)``)."""
+    """Scores of instance labels (semantic: class maps) ``pred`` against ``gt`` on the test sections
+    (both ``(n, Y, X)``)."""
+    if kind == "semantic":
+        r = evaluate(pred, gt, "semantic", n_classes=len(SEMANTIC_CLASSES))
+        out = {f"iou_{name}": float(r["per_class"][str(c)]["iou"]) for c, name in enumerate(SEMANTIC_CLASSES) if c}
+        return {**out, "miou": float(r["iou"]), "n_pred": float("nan"), "n_gt": float("nan")}
     if kind == "mitochondria":
         r = evaluate(per_section_ids(pred), per_section_ids(gt), "mitochondria")
         return {"iou": float(r["iou"]), "ap50": float(r["ap50"]), "ap75": float(r["ap75"]),
@@ -247,7 +280,9 @@ def score(kind: str, pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
 
 
 def error(kind: str, row: dict[str, float]) -> float:
-    """The error the issue's cut is measured on: 1 - IoU (mitochondria), ARAND (cells)."""
+    """The error the issue's cut is measured on: 1 - IoU (mitochondria), ARAND (cells), 1 - mIoU (classes)."""
+    if kind == "semantic":
+        return 1.0 - row["miou"]
     return 1.0 - row["iou"] if kind == "mitochondria" else row["arand"]
 
 
@@ -278,12 +313,16 @@ def run_baseline(kind: str, raw: np.ndarray, gt: np.ndarray, painted: tuple[int,
     sample = raw[list(painted)].astype(np.float32) / 255.0
     mean, sd = float(sample.mean()), float(sample.std()) or 1.0
     img = (raw.astype(np.float32) / 255.0 - mean) / sd
-    target = (gt > 0) if kind == "mitochondria" else (gt == 0)  # mitochondria / membrane
+    target = {"mitochondria": gt > 0, "neurons": gt == 0, "semantic": gt}[kind]  # mitochondria / membrane / classes
+    classes = len(SEMANTIC_CLASSES) if kind == "semantic" else 1
     res = train_baseline(img, target.astype(np.float32), painted, seconds, seed, crop=args.train_crop,
-                         batch=args.batch, lr=args.lr, device=args.device)
+                         batch=args.batch, lr=args.lr, device=args.device, classes=classes)
     t0 = time.perf_counter()
     prob = predict_baseline(res["model"], img, test, args.device)
-    labels = mito_instances(prob) if kind == "mitochondria" else cells_from_membranes(prob)
+    if kind == "semantic":
+        labels = class_map(prob)
+    else:
+        labels = mito_instances(prob) if kind == "mitochondria" else cells_from_membranes(prob)
     predict_s = time.perf_counter() - t0
     row = score(kind, labels, gt[list(test)])
     if kind == "mitochondria":
@@ -337,7 +376,8 @@ def run_product(kind: str, raw: np.ndarray, gt: np.ndarray, painted: tuple[int, 
         if args.keep:  # for probes after the run (inference settings, TTA) on the same models
             Path(args.keep).mkdir(parents=True, exist_ok=True)
             shutil.copy(ft.checkpoint, Path(args.keep) / f"{Path(source).stem}-{len(painted)}p-s{seed}.safetensors")
-    pred = np.asarray(seg.labels)[[z - z0 for z in test]]
+    pred = class_map(seg.predictions) if kind == "semantic" else np.asarray(seg.labels)
+    pred = np.asarray(pred)[[z - z0 for z in test]]
     row = score(kind, pred, gt[list(test)])
     row.update(steps=ft.steps, train_s=train_s, predict_s=predict_s, loss=float(ft.metrics.get("loss", float("nan"))),
                stopped=ft.stopped, target=seg.target, predicted_z=[z0, z1],
@@ -377,9 +417,9 @@ def target_checks(name: str, kind: str, summary: dict[int, dict[str, Any]]) -> l
     s = summary.get(3)
     if s is None:
         return []
-    checks = [(f"error cut >= {CUT_TARGET:.0%} ({'1 - IoU' if kind == 'mitochondria' else 'ARAND'})",
+    checks = [(f"error cut >= {CUT_TARGET:.0%} ({ {'mitochondria': '1 - IoU', 'semantic': '1 - mIoU'}.get(kind, 'ARAND')})",
                s["cut"], bool(s["cut"] >= CUT_TARGET))]
-    if kind == "neurons" or name in ("vnc", "fafb", "fafb-apart"):
+    if kind == "neurons" or (kind == "mitochondria" and name in ("vnc", "fafb", "fafb-apart")):
         for metric, op, bound in ABSOLUTE_TARGETS[kind]:
             v = s["mean"]["product"][metric]
             checks.append((f"product {metric} {op} {bound}", v, bool(v >= bound if op == ">=" else v <= bound)))
@@ -398,6 +438,7 @@ def print_set(name: str, kind: str, rows: list[dict], minutes: float) -> dict[st
               f"{r['stopped']} |")
     summary = summarise(kind, rows)
     err_name = "1 - IoU" if kind == "mitochondria" else "ARAND"
+    err_name = "1 - mIoU" if kind == "semantic" else err_name
     print(f"\nmean over seeds; error = {err_name}; cut = 1 - err_product / err_baseline")
     print("| painted | " + " | ".join(f"{m} product | {m} baseline" for m in METRICS[kind])
           + " | error product | error baseline | cut | cut per seed |")

@@ -4,6 +4,8 @@ Features (16, 32, 64, 128, 256, 16), its default instance norm and LeakyReLU, 1 
 Adam at a constant 1e-3 on batches of 8 random 192 x 192 crops of the painted sections (flips,
 90-degree rotations, brightness +-0.2 sd, contrast x0.8-1.2), BCE + Dice, until the wall-clock
 budget is spent; prediction by MONAI's ``sliding_window_inference`` (Gaussian blending).
+With ``classes`` > 1 (semantic classes): one output channel per class, cross-entropy + Dice
+on the softmax (MONAI ``DiceLoss(softmax=True, to_onehot_y=True)``), softmax out.
 """
 
 from __future__ import annotations
@@ -45,17 +47,25 @@ def sample_batch(img: np.ndarray, target: np.ndarray, sections: tuple[int, ...],
 
 
 def train_baseline(img: np.ndarray, target: np.ndarray, sections: tuple[int, ...], seconds: float, seed: int,
-                   crop: int = 192, batch: int = 8, lr: float = 1e-3, device: str = "cpu") -> dict[str, Any]:
-    """BasicUNet from scratch on the painted sections of ``img`` (standardised float32) for ``seconds``."""
+                   crop: int = 192, batch: int = 8, lr: float = 1e-3, device: str = "cpu",
+                   classes: int = 1) -> dict[str, Any]:
+    """BasicUNet from scratch on the painted sections of ``img`` (standardised float32) for ``seconds``;
+    ``target`` is a 0/1 mask, or class ids ``0..classes-1`` when ``classes`` > 1."""
     from monai.losses import DiceLoss
     from monai.networks.nets import BasicUNet
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     crop = max(16, min(crop, img.shape[1], img.shape[2]) // 16 * 16)
-    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=1, features=FEATURES).to(device).train()
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=classes, features=FEATURES).to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    dice, bce = DiceLoss(sigmoid=True), torch.nn.BCEWithLogitsLoss()
+    if classes > 1:
+        dice, ce = DiceLoss(softmax=True, to_onehot_y=True), torch.nn.CrossEntropyLoss()
+
+        def bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # cross-entropy on the class ids
+            return ce(logits, y[:, 0].long())
+    else:
+        dice, bce = DiceLoss(sigmoid=True), torch.nn.BCEWithLogitsLoss()
     steps, losses = 0, []
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < seconds:
@@ -75,14 +85,17 @@ def train_baseline(img: np.ndarray, target: np.ndarray, sections: tuple[int, ...
 @torch.no_grad()
 def predict_baseline(net: torch.nn.Module, img: np.ndarray, sections: tuple[int, ...], device: str = "cpu",
                      window: int = 512) -> np.ndarray:
-    """Sigmoid of the BasicUNet over each of ``sections`` (sliding window, Gaussian blending)."""
+    """Sigmoid of the BasicUNet over each of ``sections`` (sliding window, Gaussian blending), ``(n, Y, X)``;
+    for a network of several classes the softmax, ``(C, n, Y, X)``."""
     from monai.inferers import sliding_window_inference
 
     h, w = img.shape[1:]
     roi = (min(window, -(-h // 16) * 16), min(window, -(-w // 16) * 16))
-    out = np.zeros((len(sections), h, w), np.float32)
+    classes = int(net.final_conv.out_channels)
+    out = np.zeros((classes, len(sections), h, w), np.float32)
     for i, z in enumerate(sections):
         x = torch.from_numpy(np.ascontiguousarray(img[z]))[None, None].float().to(device)
         logits = sliding_window_inference(x, roi, 4, net, overlap=0.25, mode="gaussian")
-        out[i] = torch.sigmoid(logits)[0, 0].cpu().numpy()
-    return out
+        prob = torch.softmax(logits, 1) if classes > 1 else torch.sigmoid(logits)
+        out[:, i] = prob[0].cpu().numpy()
+    return out if classes > 1 else out[0]
