@@ -33,6 +33,10 @@ baseline first on odd ones), and are scored on the same never-painted sections:
   (membranes, texture, blur), as FIB-SEM, but its neurites mostly run along z.
   ``synth-iso-neurons``: the same volume, slices and sections for neurons (every neurite's id,
   membrane voxels 0, as ISBI's cells), scored per section like ISBI.
+* ``synth-oblique`` and ``synth-oblique-neurons`` (not in the default ``--sets``): the same
+  stand-in, box, slices and sections, but cut from a larger sample turned so that its neurites
+  run along the box's diagonal (``bench/synth_oblique.py``): its xy, xz and yz planes then cut
+  them alike, as in tissue where they run every way.
 * ``isbi``: ISBI 2012 training volume, 30 x 512 x 512, voxel (50, 4, 4) nm, ``cells2d``
   (0 = membrane). Painted [10] / [4, 16] / [4, 10, 16]; scored on the fixed sections 20-29,
   so that every row scores the same sections.
@@ -172,6 +176,18 @@ SETS: dict[str, dict[str, Any]] = {
         membranes_zero=True, gt_is_mask=False, kind="neurons", voxel_size=(8.0, 8.0, 8.0),
         painted={1: (32,), 2: (16, 48), 3: (12, 32, 52)}, test=(4, 8, 20, 24, 28, 36, 40, 44, 56, 60),
     ),
+    # the same stand-in turned so that its neurites run along the volume's diagonal (bench/synth_oblique.py):
+    # its xy, xz and yz planes all cut them at one slant, as in tissue where neurites run every way
+    "synth-oblique": dict(
+        file=None, synthetic=dict(shape=(64, 320, 320), seed=7, voxel_size=(8.0, 8.0, 8.0)), oblique=True,
+        gt="mitochondria", gt_is_mask=False, kind="mitochondria", voxel_size=(8.0, 8.0, 8.0),
+        painted={1: (32,), 2: (16, 48), 3: (12, 32, 52)}, test=(4, 8, 20, 24, 28, 36, 40, 44, 56, 60),
+    ),
+    "synth-oblique-neurons": dict(
+        file=None, synthetic=dict(shape=(64, 320, 320), seed=7, voxel_size=(8.0, 8.0, 8.0)), oblique=True,
+        gt="neurons", membranes_zero=True, gt_is_mask=False, kind="neurons", voxel_size=(8.0, 8.0, 8.0),
+        painted={1: (32,), 2: (16, 48), 3: (12, 32, 52)}, test=(4, 8, 20, 24, 28, 36, 40, 44, 56, 60),
+    ),
     "isbi": dict(
         file="isbi2012/isbi2012_train.npz", gt="cells2d", gt_is_mask=False, kind="neurons",
         voxel_size=(50.0, 4.0, 4.0), painted={1: (10,), 2: (4, 16), 3: (4, 10, 16)}, test=tuple(range(20, 30)),
@@ -232,12 +248,17 @@ def load_set(name: str, data_dir: Path, crop: int | None = None) -> tuple[np.nda
     ``crop x crop`` of every section (smoke runs). ``None`` when the file is not there."""
     spec = SETS[name]
     if spec.get("synthetic"):
+        from synth_oblique import oblique_synthetic  # bench/synth_oblique.py, beside this file
+
         from napari_emseg.data.synthetic import make_synthetic_em
 
-        em = make_synthetic_em(**spec["synthetic"])
-        raw, gt = em.raw, getattr(em, spec["gt"])
+        if spec.get("oblique"):
+            em = oblique_synthetic(**spec["synthetic"])
+        else:
+            em = vars(make_synthetic_em(**spec["synthetic"]))
+        raw, gt = em["raw"], em[spec["gt"]]
         if spec.get("membranes_zero"):
-            gt = np.where(em.membranes, 0, gt)
+            gt = np.where(em["membranes"], 0, gt)
     else:
         path = data_dir / spec["file"]
         if not path.exists():

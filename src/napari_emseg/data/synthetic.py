@@ -79,7 +79,8 @@ def make_synthetic_em(
     neurite_diameter_nm
         Typical neurite diameter; sets how densely the neuropil is packed.
     mito_fraction
-        Fraction of neurites that carry a mitochondrion.
+        Fraction of neurites that carry a mitochondrion; above 1, mitochondria per neurite on
+        average (for volumes much longer along z than a mitochondrion).
     membrane_nm
         Membrane thickness as drawn.
     noise
@@ -246,7 +247,8 @@ def _place_mitochondria(rng, neurons, dist, tubes: _Tubes, spacing, aniso, fract
     mito = np.zeros(neurons.shape, np.uint32)
     boxes = ndi.find_objects(neurons)
     ids = np.array([i + 1 for i, b in enumerate(boxes) if b is not None])
-    chosen = rng.permutation(ids)[: int(round(fraction * len(ids)))]
+    # a fraction above 1 places several mitochondria in some neurites (long volumes)
+    chosen = rng.permutation(np.tile(ids, max(1, int(np.ceil(fraction)))))[: int(round(fraction * len(ids)))]
     next_id = 1
     for nid in np.sort(chosen):
         box = boxes[nid - 1]
