@@ -66,3 +66,15 @@ def test_isotropic_voxels_render_a_volume_whose_xz_planes_look_like_its_xy_plane
 
     assert beyond_in_plane(make_synthetic_em((32, 64, 64), seed=2, voxel_size=(8.0, 8.0, 8.0))) > 0.005
     assert beyond_in_plane(make_synthetic_em((32, 64, 64), seed=2, voxel_size=(40.0, 8.0, 8.0))) == 0.0
+
+
+def test_mito_fraction_above_one_places_several_mitochondria_per_neurite():
+    """A volume long in z keeps its density of mitochondria: fraction 3 places about three per neurite."""
+    kw = dict(shape=(60, 64, 64), seed=5, voxel_size=(8.0, 8.0, 8.0))
+    one, three = make_synthetic_em(**kw, mito_fraction=1.0), make_synthetic_em(**kw, mito_fraction=3.0)
+    np.testing.assert_array_equal(one.neurons, three.neurons)  # only the mitochondria change
+    n_one, n_three = len(np.unique(one.mitochondria)) - 1, len(np.unique(three.mitochondria)) - 1
+    assert n_three > 1.5 * n_one > 0
+    hosts = [np.unique(three.neurons[three.mitochondria == i]) for i in np.unique(three.mitochondria)[1:]]
+    assert all(len(h) == 1 for h in hosts)  # each still inside one neurite
+    assert len({int(h[0]) for h in hosts}) < n_three  # some neurite carries more than one

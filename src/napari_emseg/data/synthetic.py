@@ -287,7 +287,7 @@ def _place_mitochondria(rng, neurons, dist, tubes: _Tubes, spacing, aniso, fract
         cc = label(mask, connectivity=1)
         sizes = np.bincount(cc.ravel())
         sizes[0] = 0
-        keep = cc == int(np.argmax(sizes))
+        keep = (cc == int(np.argmax(sizes))) & (mito[box] == 0)  # never over an earlier one of the neurite
         if keep.sum() >= 12:
             mito[box][keep] = next_id
             next_id += 1
