@@ -60,6 +60,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from few_slices import score as class_scores  # bench/few_slices.py, beside this file
+from few_slices import semantic_classes
 
 from napari_emseg.data.normalize import NormConfig, intensity_range, normalize
 from napari_emseg.evaluation import evaluate
@@ -111,23 +113,15 @@ DATASETS = {
 }
 #: ``vnc-sem``'s classes from the data set's merged class map (``labels``): 0-128 membrane,
 #: 191 mitochondria, everything else (intracellular, glia/extracellular, synapse) class 0
-SEMANTIC_CLASSES = ("other", "membrane", "mito")
-
-
-def semantic_classes(labels: np.ndarray) -> np.ndarray:
-    """VNC's merged class map as class indices 0 (other), 1 (membrane), 2 (mitochondria)."""
-    cls = np.zeros(labels.shape, np.uint8)
-    cls[labels <= 128] = 1
-    cls[labels == 191] = 2
-    return cls
 
 
 def semantic_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Per-class IoU of class maps (all test sections pooled) and their mean over the classes
-    other than 0 (``miou``): :func:`napari_emseg.evaluation.evaluate` with ``task="semantic"``."""
-    r = evaluate(pred, gt, "semantic", n_classes=len(SEMANTIC_CLASSES))
-    out = {f"iou_{name}": float(r["per_class"][str(c)]["iou"]) for c, name in enumerate(SEMANTIC_CLASSES) if c}
-    return {**out, "miou": r["iou"]}
+    other than 0 (``miou``): :func:`napari_emseg.evaluation.evaluate` with ``task="semantic"``
+    (``few_slices.score``)."""
+    return {k: v for k, v in class_scores("semantic", pred, gt).items() if k.startswith("iou_") or k == "miou"}
+
+
 LOWER_IS_BETTER = {"voi_split", "voi_merge", "voi", "arand"}
 ARMS = {"pretrained": True, "scratch": False}  # arm -> the encoder's weights are transplanted
 
