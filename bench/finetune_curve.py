@@ -111,8 +111,7 @@ DATASETS = {
         painted={1: (6,), 2: (2, 10), 3: (2, 6, 10)}, metrics=("miou", "iou_membrane", "iou_mito"),
     ),
 }
-#: ``vnc-sem``'s classes from the data set's merged class map (``labels``): 0-128 membrane,
-#: 191 mitochondria, everything else (intracellular, glia/extracellular, synapse) class 0
+# ``vnc-sem``'s classes: few_slices.semantic_classes (0-128 membrane, 191 mitochondria, the rest class 0)
 
 
 def semantic_scores(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:

@@ -35,6 +35,7 @@ from finetune_curve import semantic_scores  # bench/finetune_curve.py, beside th
 from napari_emseg.data.synthetic import make_synthetic_em
 from napari_emseg.finetune.job import FineTuneConfig, fine_tune
 from napari_emseg.finetune.recipe import PATCH_ISO
+from napari_emseg.postprocess.semantic import class_map
 from napari_emseg.progress import drain
 from napari_emseg.workflows import SegmentConfig, segment_job
 
@@ -54,7 +55,7 @@ def run(raw: np.ndarray, gt: np.ndarray, dims: str, minutes: float, seed: int) -
         t1 = time.perf_counter()
         seg = drain(segment_job(Path(tmp) / "m.safetensors", raw, SegmentConfig(), voxel_size=VOXEL,
                                 provenance=False), show=False)
-        pred = np.asarray(seg.predictions).argmax(0)
+        pred = class_map(seg.predictions)  # the arg-max over the classes, as segment makes it
     row = semantic_scores(pred[list(TEST)], gt[list(TEST)])
     row.update(dims=dims, seed=seed, arch=res.model.config.arch, steps=res.steps,
                train_s=round(t1 - t0), predict_s=round(time.perf_counter() - t1))
